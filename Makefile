@@ -1,0 +1,39 @@
+# The verbs people type. README's two commands are `make run` and `make test`.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/.venv/bin:$(PATH)
+
+.PHONY: setup models run test test-fast lint generate check-generated bench e2e-kind clean
+
+setup:                 ## venv with pinned deps + pinned tools in .tools/
+	@bash ci/setup.sh
+
+models: setup          ## build the example SavedModels into model_repo/models (idempotent)
+	@$(PY) -m model_repo.build
+
+run: models            ## the local stack: model server + gateway on loopback, Ctrl-C stops it
+	@$(PY) -m tfstack.cli up
+
+test: setup models     ## everything CI runs: generated-code check, lint, all test suites
+	@bash ci/test.sh
+
+test-fast: setup models
+	@$(PY) -m pytest -m "not slow and not kind" -q
+
+lint: setup
+	@bash ci/lint.sh
+
+generate: setup        ## regenerate the gateway's gRPC/protobuf code from gateway/proto/*.proto
+	@bash gateway/proto/generate.sh
+
+check-generated: setup
+	@bash gateway/proto/generate.sh --check
+
+bench: models
+	@$(PY) -m bench.run_all
+
+e2e-kind:              ## needs Docker + kind: the full cluster run (see ci/kind/README.md)
+	@bash ci/kind/e2e.sh
+
+clean:
+	rm -rf .run .pytest_cache .ruff_cache
