@@ -1,0 +1,4 @@
+"""tfstack gateway: TF Serving's REST API in front of TF Serving gRPC replicas.
+
+Never imports TensorFlow (DESIGN decision 1): the wire messages come from `gateway.proto`.
+"""
