@@ -1,0 +1,261 @@
+"""Outlier ejection: take failing endpoints out of rotation, probe them, and bring them back.
+
+An endpoint whose calls fail `consecutive_failures` times in a row — connection refused (which
+gRPC reports as UNAVAILABLE), UNAVAILABLE, DEADLINE_EXCEEDED — is ejected for a back-off period
+that doubles with each ejection in a row (capped, with jitter, so that gateway workers do not probe
+in lockstep). When the period ends the endpoint is half-open: one probe (e.g. GetModelStatus)
+decides whether it is healthy again or ejected for longer. Application errors (a bad request, an
+unknown model) prove the endpoint is alive and count as successes here.
+
+If every known endpoint is ejected, `available()` offers them all anyway ("panic mode", as Envoy
+does): sending to possibly-bad endpoints beats refusing everything when the detector is wrong.
+
+Each gunicorn worker keeps its own tracker; nothing here blocks or does I/O except `Prober`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+# Status codes that say the endpoint, not the request, is the problem.
+ENDPOINT_FAILURE_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
+
+
+class State(enum.Enum):
+    """An endpoint's state; the value is the `state` label of `tfstack_gateway_endpoints`."""
+
+    HEALTHY = "healthy"
+    EJECTED = "ejected"  # out of rotation until its back-off ends
+    PROBING = "probing"  # back-off over; a probe decides
+
+
+def is_endpoint_failure(code: object) -> bool:
+    """True for a gRPC status (a `grpc.StatusCode` or its name) that should count against the
+    endpoint; None (the call never got a status, e.g. the connection failed) counts too."""
+    if code is None:
+        return True
+    return getattr(code, "name", code) in ENDPOINT_FAILURE_CODES
+
+
+@dataclass(frozen=True)
+class EjectionPolicy:
+    consecutive_failures: int = 3
+    base_ejection_s: float = 1.0
+    max_ejection_s: float = 30.0
+    jitter: float = 0.2  # each back-off is scaled by a random factor in [1 - jitter, 1 + jitter]
+    forgive_after_s: float = 60.0  # healthy this long: the next ejection starts from base again
+
+    def backoff_s(self, ejections: int, unit_random: float) -> float:
+        """Back-off for the `ejections`-th ejection in a row (1-based); unit_random in [0, 1)."""
+        period = min(self.max_ejection_s, self.base_ejection_s * 2 ** (ejections - 1))
+        return period * (1 + self.jitter * (2 * unit_random - 1))
+
+
+@dataclass
+class _Endpoint:
+    state: State = State.HEALTHY
+    failures: int = 0  # consecutive failures while healthy
+    ejections: int = 0  # ejections in a row, the back-off exponent
+    ejected_until: float = 0.0
+    healthy_since: float = 0.0
+
+
+class HealthTracker:
+    """Per-endpoint failure counting and ejection state, for one worker (thread-safe)."""
+
+    def __init__(
+        self,
+        policy: EjectionPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        unit_random: Callable[[], float] = random.random,
+    ) -> None:
+        self.policy = policy or EjectionPolicy()
+        self._clock = clock
+        self._random = unit_random
+        self._lock = threading.Lock()
+        self._endpoints: dict[str, _Endpoint] = {}
+
+    # --- membership (a discovery listener) -------------------------------------------------
+    def sync(self, endpoints: Iterable[str]) -> None:
+        """Track exactly `endpoints`: new ones start healthy, gone ones are forgotten."""
+        wanted = set(endpoints)
+        now = self._clock()
+        with self._lock:
+            for gone in self._endpoints.keys() - wanted:
+                del self._endpoints[gone]
+            for new in wanted - self._endpoints.keys():
+                self._endpoints[new] = _Endpoint(healthy_since=now)
+
+    # --- outcomes of real calls --------------------------------------------------------------
+    def record(self, endpoint: str, code: object) -> None:
+        """Record a finished call by its gRPC status (`OK` or an error code)."""
+        if getattr(code, "name", code) != "OK" and is_endpoint_failure(code):
+            self.record_failure(endpoint)
+        else:
+            self.record_success(endpoint)
+
+    def record_success(self, endpoint: str) -> None:
+        with self._lock:
+            entry = self._endpoints.get(endpoint)
+            if entry is not None and entry.state is State.HEALTHY:
+                entry.failures = 0
+
+    def record_failure(self, endpoint: str) -> bool:
+        """Count a failure; True if it ejected the endpoint."""
+        now = self._clock()
+        with self._lock:
+            entry = self._endpoints.get(endpoint)
+            # Calls that were already in flight when the endpoint left rotation change nothing.
+            if entry is None or entry.state is not State.HEALTHY:
+                return False
+            entry.failures += 1
+            if entry.failures < self.policy.consecutive_failures:
+                return False
+            if now - entry.healthy_since >= self.policy.forgive_after_s:
+                entry.ejections = 0
+            self._eject(endpoint, entry, now)
+            return True
+
+    def _eject(self, endpoint: str, entry: _Endpoint, now: float) -> None:
+        entry.ejections += 1
+        backoff = self.policy.backoff_s(entry.ejections, self._random())
+        entry.state, entry.failures, entry.ejected_until = State.EJECTED, 0, now + backoff
+        log.warning("endpoint %s ejected for %.1fs (ejection %d in a row)",
+                    endpoint, backoff, entry.ejections)
+
+    # --- routing -----------------------------------------------------------------------------
+    def is_healthy(self, endpoint: str) -> bool:
+        entry = self._endpoints.get(endpoint)
+        return entry is not None and entry.state is State.HEALTHY
+
+    def available(self, endpoints: Iterable[str]) -> list[str]:
+        """The endpoints to route to: the healthy ones; all of them if none is (panic mode)."""
+        candidates = list(endpoints)
+        with self._lock:
+            healthy = [ep for ep in candidates
+                       if (entry := self._endpoints.get(ep)) is None
+                       or entry.state is State.HEALTHY]
+        return healthy or candidates
+
+    def any_healthy(self) -> bool:
+        with self._lock:
+            return any(e.state is State.HEALTHY for e in self._endpoints.values())
+
+    # --- probing -----------------------------------------------------------------------------
+    def due_probes(self) -> list[str]:
+        """Ejected endpoints whose back-off is over; they turn PROBING until `probe_result`."""
+        now = self._clock()
+        with self._lock:
+            due = [ep for ep, e in self._endpoints.items()
+                   if e.state is State.EJECTED and e.ejected_until <= now]
+            for endpoint in due:
+                self._endpoints[endpoint].state = State.PROBING
+        return due
+
+    def probe_result(self, endpoint: str, ok: bool) -> None:
+        now = self._clock()
+        with self._lock:
+            entry = self._endpoints.get(endpoint)
+            if entry is None or entry.state is not State.PROBING:
+                return
+            if ok:
+                entry.state, entry.failures, entry.healthy_since = State.HEALTHY, 0, now
+                log.info("endpoint %s restored after a successful probe", endpoint)
+            else:
+                self._eject(endpoint, entry, now)
+
+    def next_probe_in(self) -> float | None:
+        """Seconds until the earliest back-off ends (0 if one is due), None if none is ejected."""
+        now = self._clock()
+        with self._lock:
+            ends = [e.ejected_until for e in self._endpoints.values() if e.state is State.EJECTED]
+        return max(0.0, min(ends) - now) if ends else None
+
+    # --- reporting ---------------------------------------------------------------------------
+    def state(self, endpoint: str) -> State | None:
+        entry = self._endpoints.get(endpoint)
+        return entry.state if entry else None
+
+    def counts(self) -> dict[str, int]:
+        """Endpoints per state (every state present), for `tfstack_gateway_endpoints{state}`."""
+        counts = {state.value: 0 for state in State}
+        with self._lock:
+            for entry in self._endpoints.values():
+                counts[entry.state.value] += 1
+        return counts
+
+    def snapshot(self) -> list[dict[str, object]]:
+        """One row per endpoint for the debug listing (the balancer adds outstanding requests)."""
+        now = self._clock()
+        with self._lock:
+            return [
+                {
+                    "endpoint": endpoint,
+                    "state": entry.state.value,
+                    "consecutive_failures": entry.failures,
+                    "ejections_in_a_row": entry.ejections,
+                    "ejected_for_s": round(max(0.0, entry.ejected_until - now), 3)
+                    if entry.state is State.EJECTED else 0.0,
+                }
+                for endpoint, entry in sorted(self._endpoints.items())
+            ]
+
+
+class Prober:
+    """Runs `probe(endpoint) -> bool` for endpoints whose back-off ended, in one daemon thread.
+
+    The probe must bound its own time (a gRPC call with a short `timeout=`); an exception
+    counts as a failed probe. Probes run one at a time, so keep their timeout short.
+    """
+
+    def __init__(
+        self, tracker: HealthTracker, probe: Callable[[str], bool], max_wait_s: float = 1.0
+    ) -> None:
+        self.tracker = tracker
+        self.probe = probe
+        self.max_wait_s = max_wait_s
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> int:
+        """Probe every due endpoint now; returns how many were probed."""
+        due = self.tracker.due_probes()
+        for endpoint in due:
+            try:
+                ok = bool(self.probe(endpoint))
+            except Exception:  # a probe that blows up is a failed probe, not a dead prober
+                log.exception("probe of %s failed", endpoint)
+                ok = False
+            self.tracker.probe_result(endpoint, ok)
+        return len(due)
+
+    def wake(self) -> None:
+        """Call after an ejection so the prober re-plans its sleep."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="health-prober", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            self.run_once()
+            wait = self.tracker.next_probe_in()
+            self._wake.wait(self.max_wait_s if wait is None else min(wait, self.max_wait_s))
