@@ -1,0 +1,193 @@
+"""The gateway's Flask application factory: TF Serving's REST API plus operational endpoints.
+
+Run it with `gunicorn -c gateway/gunicorn.conf.py 'gateway.app:create_app()'`. Nothing is created
+at import time; gRPC channels come to life in each worker on first use (upstream.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from logging import Logger
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+
+from gateway import accesslog, codec, metrics, routing, service
+from gateway.errors import BadTimeoutHeader, MissingOrigin, register_error_handlers
+from gateway.settings import Settings, load_settings
+from gateway.upstream import CALLS, Deadline, Upstream
+
+REQUEST_ID_HEADER = "X-Request-ID"
+TIMEOUT_HEADER = "X-Request-Timeout-Ms"
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # visible ASCII: safe to log and echo
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    upstream: Upstream
+    access_log: Logger
+
+
+def _gateway() -> Gateway:
+    return current_app.extensions["tfstack"]
+
+
+def json_response(obj: object, status: int = 200) -> Response:
+    return Response(codec.dumps(obj), status=status, mimetype="application/json")
+
+
+tfserving = Blueprint("tfserving", __name__)
+ops = Blueprint("ops", __name__)
+
+
+@tfserving.route("/", defaults={"_path": ""}, methods=_ALL_METHODS, provide_automatic_options=False)
+@tfserving.route("/<path:_path>", methods=_ALL_METHODS, provide_automatic_options=False)
+def v1(_path: str) -> Response:
+    path = _raw_path()
+    if not routing.is_v1(path):
+        return json_response({"error": "Not Found"}, 404)
+    if request.method == "OPTIONS":
+        return _cors_preflight()
+    route = routing.resolve(request.method, path)
+    g.route = route
+    gateway = _gateway()
+    deadline = Deadline.start(_timeout_ms(gateway.settings.deadline_ms))
+    raw = request.get_data(cache=False) if request.method == "POST" else b""
+    with metrics.INFLIGHT.track_inprogress():
+        body = service.HANDLERS[route.method](gateway.upstream, route.model, raw, deadline)
+    return json_response(body)
+
+
+def _raw_path() -> str:
+    """The path as sent (percent-escapes kept; TF Serving matches before unescaping)."""
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    if not raw:
+        return request.path
+    return raw.split("?", 1)[0]
+
+
+def _timeout_ms(default_ms: int) -> int:
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return default_ms
+    try:
+        asked = int(raw)
+    except ValueError:
+        raise BadTimeoutHeader(TIMEOUT_HEADER, raw) from None
+    if asked <= 0:
+        raise BadTimeoutHeader(TIMEOUT_HEADER, raw)
+    return min(default_ms, asked)
+
+
+def _cors_preflight() -> Response:
+    origin = request.headers.get("Origin", "")
+    if not origin.startswith(("http://", "https://")):
+        raise MissingOrigin()
+    return Response(status=200)
+
+
+@ops.get("/healthz")
+def healthz() -> Response:
+    return json_response({"status": "ok"})
+
+
+@ops.get("/readyz")
+def readyz() -> Response:
+    ready, endpoints = _gateway().upstream.readiness()
+    return json_response({"ready": ready, "endpoints": endpoints}, 200 if ready else 503)
+
+
+@ops.get("/metrics")
+def metrics_endpoint() -> Response:
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
+@ops.get("/debug/endpoints")
+def debug_endpoints() -> Response:
+    gateway = _gateway()
+    if not gateway.settings.debug_endpoints:
+        return json_response({"error": "Not Found"}, 404)
+    return json_response({"pid": os.getpid(), "endpoints": gateway.upstream.pool.snapshot()})
+
+
+@ops.get("/debug/vars")
+def debug_vars() -> Response:
+    gateway = _gateway()
+    if not gateway.settings.debug_endpoints:
+        return json_response({"error": "Not Found"}, 404)
+    heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+    return json_response(
+        {
+            "pid": os.getpid(),
+            "tensorflow_loaded": "tensorflow" in sys.modules,
+            "heavy_modules": heavy[:20],
+            "modules_loaded": len(sys.modules),
+            "rss_bytes": _rss_bytes(),
+        }
+    )
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _before() -> None:
+    g.started = time.perf_counter()
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    CALLS.set([])
+
+
+def _after(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    gateway = _gateway()
+    duration = time.perf_counter() - g.get("started", time.perf_counter())
+    route = g.get("route")
+    model = "-"
+    if route is not None:
+        model = gateway.upstream.model_label(route.model.name)
+        metrics.REQUESTS.labels(model, route.method, str(response.status_code)).inc()
+        metrics.REQUEST_DURATION.labels(model, route.method).observe(duration)
+    calls = CALLS.get() or []
+    accesslog.log_request(
+        gateway.access_log,
+        request_id=g.get("request_id", ""),
+        method=request.method,
+        path=request.path,
+        model=route.model.name if route is not None else None,
+        status=response.status_code,
+        duration_ms=round(duration * 1000, 3),
+        upstream=[f"{address} {rpc} {ms:.3f}ms" for address, rpc, ms in calls],
+        bytes=response.calculate_content_length() or 0,
+    )
+    return response
+
+
+def create_app(settings: Settings | None = None, upstream: Upstream | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = Flask("gateway")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    app.extensions["tfstack"] = Gateway(
+        settings=settings,
+        upstream=upstream or Upstream(settings),
+        access_log=accesslog.configure(settings.log_level, settings.access_log),
+    )
+    app.before_request(_before)
+    app.after_request(_after)
+    register_error_handlers(app)
+    app.register_blueprint(ops)
+    app.register_blueprint(tfserving)
+    return app

@@ -1,0 +1,73 @@
+"""gunicorn settings for the gateway, from the `TFSTACK_*` environment (gateway/settings.py).
+
+    gunicorn -c gateway/gunicorn.conf.py 'gateway.app:create_app()'
+
+A bad `TFSTACK_*` value stops start-up here, in the master, with a message naming the variable.
+No preload: the app (and with it every gRPC channel) is created in each worker after fork.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import sys
+import tempfile
+
+from gateway.settings import SettingsError, load_settings
+
+try:
+    _settings = load_settings()
+except SettingsError as err:
+    sys.exit(f"tfstack gateway: invalid configuration: {err}")
+
+bind = [_settings.bind]
+worker_class = "gthread"
+workers = _settings.workers
+threads = _settings.threads
+preload_app = False
+timeout = _settings.worker_timeout_s
+graceful_timeout = _settings.graceful_timeout_s
+keepalive = 5
+# Heartbeat files in memory, not on a (possibly overlay or network) disk.
+_SHM = "/dev/shm"  # noqa: S108 (gunicorn heartbeat files; not secrets)
+worker_tmp_dir = _SHM if os.path.isdir(_SHM) else None
+proc_name = "tfstack-gateway"
+loglevel = _settings.log_level
+errorlog = "-"  # gunicorn's own logs: stderr
+accesslog = None  # the app writes structured JSON access lines (gateway/accesslog.py)
+limit_request_line = 8190
+
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_created_metrics_dir: str | None = None
+
+
+def on_starting(server):
+    """Prometheus multiprocess mode: a directory for per-worker metric files, empty at start.
+
+    Set before any worker is forked so each worker imports prometheus_client in that mode.
+    """
+    global _created_metrics_dir
+    path = os.environ.get(_MULTIPROC_ENV)
+    if not path:
+        path = _created_metrics_dir = tempfile.mkdtemp(prefix="tfstack-gateway-metrics-")
+        os.environ[_MULTIPROC_ENV] = path
+    os.makedirs(path, exist_ok=True)
+    for stale in glob.glob(os.path.join(path, "*.db")):
+        os.remove(stale)
+    server.log.info("prometheus multiprocess dir: %s", path)
+
+
+def post_fork(server, worker):
+    server.log.info("worker %s forked; gRPC channels open on first request", worker.pid)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _created_metrics_dir:
+        shutil.rmtree(_created_metrics_dir, ignore_errors=True)

@@ -1,0 +1,269 @@
+"""The gateway's gRPC side: channels and stubs per worker, deadlines, error translation, signatures.
+
+Nothing here touches the network at import time or in the gunicorn master: the endpoint pool (one
+channel per backend endpoint) is built lazily on first use in each worker process, and rebuilt if
+the process id changes (a fork after first use, e.g. with preload), because gRPC is not fork-safe.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from gateway import codec, metrics
+from gateway.balancing import Endpoint, EndpointPool, NoEndpoint
+from gateway.errors import DeadlineExceeded, NoBackend, UpstreamError
+from gateway.proto import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
+from gateway.settings import Settings
+
+UNKNOWN_MODEL = "_unknown"  # metrics label for a model the backend has not confirmed
+_PROBE_MODEL = "__tfstack_readiness_probe__"
+# (address, rpc, milliseconds) of each backend call the current request made, for the access log.
+CALLS: contextvars.ContextVar[list[tuple[str, str, float]] | None] = contextvars.ContextVar(
+    "tfstack_upstream_calls", default=None
+)
+
+
+def channel_options(settings: Settings) -> list[tuple[str, Any]]:
+    return [
+        # TF Serving sends and accepts messages up to ~2 GiB; gRPC's client default (4 MiB receive)
+        # would turn a large prediction into RESOURCE_EXHAUSTED.
+        ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+        ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+        # Find a backend that vanished without closing the connection (node loss) while calls are
+        # in flight; no pings on idle connections, which servers punish with GOAWAY too_many_pings.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 0),
+        # Come back quickly after a backend restart instead of backing off for up to 2 minutes.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+        # One channel per endpoint and the choice per request is ours (balancing.py), so no
+        # gRPC-side load balancing, and no transparent retries: retry policy lives in one place.
+        ("grpc.lb_policy_name", "pick_first"),
+        ("grpc.enable_retries", 0),
+        ("grpc.primary_user_agent", "tfstack-gateway"),
+    ]
+
+
+@dataclass
+class Deadline:
+    """The time budget of one client request, shared by every backend call it makes."""
+
+    timeout_ms: float
+    started: float
+
+    @classmethod
+    def start(cls, timeout_ms: float) -> Deadline:
+        return cls(timeout_ms, time.monotonic())
+
+    def remaining_s(self) -> float:
+        left = self.timeout_ms / 1000 - (time.monotonic() - self.started)
+        if left <= 0:
+            raise DeadlineExceeded(self.timeout_ms)
+        return left
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as a REST path names it: name plus an optional version or label."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+
+    def spec(self, signature_name: str = "") -> model_pb2.ModelSpec:
+        spec = model_pb2.ModelSpec(name=self.name, signature_name=signature_name)
+        if self.version is not None:
+            spec.version.value = self.version
+        elif self.label is not None:
+            spec.version_label = self.label
+        return spec
+
+
+@dataclass(frozen=True)
+class CachedSignatures:
+    signatures: dict[str, codec.Signature]
+    version: int  # the version the backend resolved when the metadata was fetched
+
+
+class _Client:
+    """A channel to one endpoint and its two stubs."""
+
+    def __init__(self, endpoint: Endpoint, options: list[tuple[str, Any]]) -> None:
+        self.channel = grpc.insecure_channel(endpoint.address, options=options)
+        self.prediction = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.model = model_service_pb2_grpc.ModelServiceStub(self.channel)
+
+        def on_state(state: grpc.ChannelConnectivity) -> None:
+            endpoint.state = state.name.lower()
+
+        self.channel.subscribe(on_state, try_to_connect=False)
+
+    def method(self, rpc: str) -> Callable[..., Any]:
+        stub = self.model if rpc == "GetModelStatus" else self.prediction
+        return getattr(stub, rpc)
+
+
+class Upstream:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._pool: EndpointPool | None = None
+        self._signatures: dict[ModelRef, CachedSignatures] = {}
+        self._known_models: set[str] = set()
+        self._ready: tuple[float, bool, list[dict[str, object]]] | None = None
+
+    # -- endpoints ---------------------------------------------------------------------------
+    @property
+    def pool(self) -> EndpointPool:
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                options = channel_options(self.settings)
+                self._pool = EndpointPool(self.settings.backends, lambda e: _Client(e, options))
+                self._pid = os.getpid()
+                self._signatures.clear()
+            return self._pool
+
+    def model_label(self, name: str) -> str:
+        """`name` once a backend has answered for it, else `_unknown` (bounded label values)."""
+        return name if name in self._known_models else UNKNOWN_MODEL
+
+    def call(self, rpc: str, request: Any, model: str, deadline: Deadline) -> Any:
+        """One unary call on a chosen endpoint with the request's remaining deadline."""
+        timeout = deadline.remaining_s()
+        try:
+            endpoint = self.pool.acquire()
+        except NoEndpoint as err:
+            raise NoBackend(str(err)) from None
+        started = time.perf_counter()
+        error: str | None = None
+        code = "OK"
+        try:
+            response = endpoint.client.method(rpc)(request, timeout=timeout)
+            self._known_models.add(model)
+            return response
+        except grpc.RpcError as err:
+            status = err.code()
+            code = status.name if status else "UNKNOWN"
+            if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                error = f"{code}: {err.details()}"
+            raise _translate(err, endpoint, deadline) from None
+        finally:
+            elapsed = time.perf_counter() - started
+            self.pool.release(endpoint, error)
+            label = self.model_label(model)
+            metrics.UPSTREAM_DURATION.labels(label, rpc).observe(elapsed)
+            calls = CALLS.get()
+            if calls is not None:
+                calls.append((endpoint.address, rpc, elapsed * 1000))
+            if code != "OK":
+                metrics.UPSTREAM_ERRORS.labels(label, rpc, code).inc()
+
+    # -- signatures ----------------------------------------------------------------------------
+    def metadata(self, model: ModelRef, deadline: Deadline) -> Any:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=model.spec(), metadata_field=["signature_def"]
+        )
+        response = self.call("GetModelMetadata", request, model.name, deadline)
+        self._signatures[model] = CachedSignatures(
+            codec.signatures_from_metadata(response), response.model_spec.version.value
+        )
+        return response
+
+    def signatures(self, model: ModelRef, deadline: Deadline) -> tuple[CachedSignatures, bool]:
+        """The model's signatures and whether they came from this worker's cache."""
+        self.pool  # noqa: B018 (a fork since the last call empties the cache)
+        cached = self._signatures.get(model)
+        if cached is not None:
+            return cached, True
+        self.metadata(model, deadline)
+        return self._signatures[model], False
+
+    def observe_version(self, model: ModelRef, version: int) -> None:
+        """A response came from `version`: drop a cache entry fetched from another version."""
+        cached = self._signatures.get(model)
+        if cached is not None and cached.version != version:
+            self._signatures.pop(model, None)
+
+    def forget(self, model: ModelRef) -> None:
+        self._signatures.pop(model, None)
+
+    # -- readiness -----------------------------------------------------------------------------
+    def readiness(self) -> tuple[bool, list[dict[str, object]]]:
+        """Is at least one endpoint reachable and serving? Cached for TFSTACK_READY_CACHE_MS."""
+        now = time.monotonic()
+        cached = self._ready
+        if cached and now - cached[0] < self.settings.ready_cache_ms / 1000:
+            return cached[1], cached[2]
+        results = [self._probe(endpoint) for endpoint in self.pool.all()]
+        ready = any(result["ready"] for result in results)
+        self._ready = (now, ready, results)
+        return ready, results
+
+    def _probe(self, endpoint: Endpoint) -> dict[str, object]:
+        """GetModelStatus per TFSTACK_READY_MODELS (an AVAILABLE version each), or, with none
+        configured, any answer from the server (NOT_FOUND for a made-up name proves it serves)."""
+        timeout = min(1.0, self.settings.deadline_ms / 1000)
+        status_rpc = endpoint.client.method("GetModelStatus")
+        try:
+            for name in self.settings.ready_models or (_PROBE_MODEL,):
+                request = get_model_status_pb2.GetModelStatusRequest(
+                    model_spec=model_pb2.ModelSpec(name=name)
+                )
+                try:
+                    response = status_rpc(request, timeout=timeout)
+                except grpc.RpcError as err:
+                    if self.settings.ready_models or err.code() in _NOT_SERVING:
+                        raise
+                    continue
+                available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+                if not any(v.state == available for v in response.model_version_status):
+                    return _probe_result(endpoint, f"{name}: no version AVAILABLE")
+        except grpc.RpcError as err:
+            code = err.code().name if err.code() else "UNKNOWN"
+            return _probe_result(endpoint, f"{code}: {err.details()}")
+        return _probe_result(endpoint, "")
+
+
+def _probe_result(endpoint: Endpoint, problem: str) -> dict[str, object]:
+    return {"address": endpoint.address, "ready": not problem, "reason": problem}
+
+
+_NOT_SERVING = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+)
+
+
+def _translate(err: grpc.RpcError, endpoint: Endpoint, deadline: Deadline) -> Exception:
+    code, details = err.code(), err.details() or ""
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(deadline.timeout_ms)
+    if code == grpc.StatusCode.UNAVAILABLE and _is_transport_failure(details):
+        return NoBackend(f"{endpoint.address}: {details}")
+    return UpstreamError(code, details)
+
+
+def _is_transport_failure(details: str) -> bool:
+    text = details.lower()
+    return any(
+        marker in text
+        for marker in ("failed to connect", "connection refused", "socket closed", "dns resolution")
+    )
