@@ -1,0 +1,133 @@
+"""Admission control: a bound on work in flight per worker, so overload is refused at once.
+
+Without a bound, requests beyond what the backends can serve queue up (in gunicorn's thread pool,
+in gRPC) until they time out, and every client waits for nothing. With one, the gateway answers
+the excess with 429 and `Retry-After` straight away and the admitted requests keep their latency.
+
+The decision is a counter check under one lock: no I/O, no allocation on the hot path (rejections
+are preallocated); about a microsecond (bench/balancing_admission_cost.py, docs/resilience.md).
+
+Default bound, from the worker model: gunicorn's gthread worker runs `threads` requests at a time
+and queues the rest. Admitting all `threads` would leave nothing free to say "429" quickly or to
+answer /healthz and /metrics, so the default admits three quarters of them (at least 1):
+8 threads → 6 in flight per worker.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+WORKER_INFLIGHT = "worker_inflight"
+MODEL_INFLIGHT = "model_inflight"
+DRAINING = "draining"
+REASONS = (WORKER_INFLIGHT, MODEL_INFLIGHT, DRAINING)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a request was not admitted; `retry_after_s` goes into the `Retry-After` header."""
+
+    reason: str
+    retry_after_s: int
+
+
+def default_max_inflight(threads: int) -> int:
+    """Three quarters of a gthread worker's threads, at least 1 (see the module docstring)."""
+    return max(1, threads * 3 // 4)
+
+
+def parse_model_limits(text: str) -> dict[str, int]:
+    """`digits=4,half_plus_two=8` → {"digits": 4, "half_plus_two": 8}; ValueError if malformed."""
+    limits: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, raw = item.partition("=")
+        name, raw = name.strip(), raw.strip()
+        if not sep or not name or not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"expected model=limit (limit >= 1), got {item!r}")
+        limits[name] = int(raw)
+    return limits
+
+
+class Admission:
+    """Non-blocking admission for one worker. Pair every successful `try_acquire` with `release`.
+
+    `try_acquire(model)` returns None when the request may proceed, else the Rejection to send.
+    Per-model limits apply only to models named in `model_limits` (a bounded set).
+    """
+
+    def __init__(
+        self,
+        max_inflight: int,
+        model_limits: Mapping[str, int] | None = None,
+        retry_after_s: int = 1,
+    ) -> None:
+        if max_inflight < 1:
+            raise ValueError("max_inflight must be >= 1")
+        self.max_inflight = max_inflight
+        self.model_limits = dict(model_limits or {})
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._model_inflight = dict.fromkeys(self.model_limits, 0)
+        self._draining = False
+        self._rejections = {reason: Rejection(reason, retry_after_s) for reason in REASONS}
+        self.rejected = dict.fromkeys(REASONS, 0)
+
+    def try_acquire(self, model: str | None = None) -> Rejection | None:
+        with self._lock:
+            if self._draining:
+                return self._reject(DRAINING)
+            if self._inflight >= self.max_inflight:
+                return self._reject(WORKER_INFLIGHT)
+            limit = self.model_limits.get(model) if model is not None else None
+            if limit is not None:
+                if self._model_inflight[model] >= limit:
+                    return self._reject(MODEL_INFLIGHT)
+                self._model_inflight[model] += 1
+            self._inflight += 1
+            return None
+
+    def release(self, model: str | None = None) -> None:
+        with self._lock:
+            self._inflight -= 1
+            if model is not None and model in self._model_inflight:
+                self._model_inflight[model] -= 1
+
+    def _reject(self, reason: str) -> Rejection:
+        self.rejected[reason] += 1  # under the lock
+        return self._rejections[reason]
+
+    def start_draining(self) -> None:
+        """Refuse everything from now on (reason `draining`); in-flight work carries on."""
+        with self._lock:
+            self._draining = True
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def model_inflight(self, model: str) -> int:
+        return self._model_inflight.get(model, 0)
+
+
+def admission_from_env(threads: int, environ: Mapping[str, str] = os.environ) -> Admission:
+    """`TFSTACK_MAX_INFLIGHT` (default from `threads`), `TFSTACK_MODEL_MAX_INFLIGHT`
+    (`model=limit,...`), `TFSTACK_RETRY_AFTER_S` (default 1); ValueError names the variable."""
+    values: dict[str, object] = {}
+    for name, default in (("TFSTACK_MAX_INFLIGHT", default_max_inflight(threads)),
+                          ("TFSTACK_RETRY_AFTER_S", 1)):
+        raw = environ.get(name, "").strip() or str(default)
+        if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+            raise ValueError(f"{name}: expected an integer in [1, 100000], got {raw!r}")
+        values[name] = int(raw)
+    try:
+        limits = parse_model_limits(environ.get("TFSTACK_MODEL_MAX_INFLIGHT", ""))
+    except ValueError as err:
+        raise ValueError(f"TFSTACK_MODEL_MAX_INFLIGHT: {err}") from None
+    return Admission(values["TFSTACK_MAX_INFLIGHT"], limits, values["TFSTACK_RETRY_AFTER_S"])

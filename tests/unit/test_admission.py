@@ -1,0 +1,151 @@
+"""Admission control: bounded in-flight work per worker, per-model limits, drain, and its cost."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import pytest
+
+from gateway.admission import (
+    Admission,
+    admission_from_env,
+    default_max_inflight,
+    parse_model_limits,
+)
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(1, 1), (2, 1), (4, 3), (8, 6), (32, 24)])
+def test_default_leaves_a_quarter_of_the_threads_free(threads, expected):
+    assert default_max_inflight(threads) == expected
+
+
+def test_admits_up_to_the_bound_then_rejects_with_a_reason():
+    admission = Admission(max_inflight=2, retry_after_s=3)
+    assert admission.try_acquire("m") is None
+    assert admission.try_acquire("m") is None
+    rejection = admission.try_acquire("m")
+    assert (rejection.reason, rejection.retry_after_s) == ("worker_inflight", 3)
+    admission.release("m")
+    assert admission.try_acquire("m") is None, "a released slot is free again"
+    assert admission.inflight == 2
+    assert admission.rejected == {"worker_inflight": 1, "model_inflight": 0, "draining": 0}
+
+
+def test_per_model_limits_leave_other_models_alone():
+    admission = Admission(max_inflight=10, model_limits={"digits": 2})
+    assert admission.try_acquire("digits") is None
+    assert admission.try_acquire("digits") is None
+    assert admission.try_acquire("digits").reason == "model_inflight"
+    for _ in range(8):
+        assert admission.try_acquire("half_plus_two") is None
+    assert admission.try_acquire("half_plus_two").reason == "worker_inflight"
+    admission.release("digits")
+    assert admission.model_inflight("digits") == 1
+    admission.release("half_plus_two")
+    assert admission.try_acquire("digits") is None
+
+
+def test_a_model_rejection_does_not_take_a_worker_slot():
+    admission = Admission(max_inflight=3, model_limits={"digits": 1})
+    assert admission.try_acquire("digits") is None
+    for _ in range(5):
+        assert admission.try_acquire("digits").reason == "model_inflight"
+    assert admission.inflight == 1
+
+
+def test_draining_refuses_new_work_while_in_flight_finishes():
+    admission = Admission(max_inflight=4)
+    assert admission.try_acquire(None) is None
+    admission.start_draining()
+    assert admission.try_acquire(None).reason == "draining"
+    admission.release(None)
+    assert admission.inflight == 0
+    assert admission.draining
+
+
+def test_concurrent_acquire_never_exceeds_the_bound():
+    admission = Admission(max_inflight=5)
+    holding = peak = 0
+    lock = threading.Lock()
+    admitted = []
+
+    def worker():
+        nonlocal holding, peak
+        count = 0
+        for _ in range(2000):
+            if admission.try_acquire("m") is None:
+                with lock:  # how many admitted requests are really running at once
+                    holding += 1
+                    peak = max(peak, holding)
+                time.sleep(0)
+                with lock:
+                    holding -= 1
+                count += 1
+                admission.release("m")
+        admitted.append(count)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert peak <= 5
+    assert admission.inflight == 0
+    assert sum(admitted) + sum(admission.rejected.values()) == 8 * 2000
+
+
+def test_decision_costs_microseconds():
+    """The issue asks for a 429 in well under a millisecond of the gateway's own time; the
+    decision itself is ~1 µs (bench/balancing_admission_cost.py reports it). The bound here is
+    50× looser than that so that a busy CI machine cannot make it flaky."""
+    admission = Admission(max_inflight=1, model_limits={"digits": 1})
+    admission.try_acquire("other")
+    samples = []
+    for _ in range(200):
+        start = time.perf_counter()
+        for _ in range(100):
+            admission.try_acquire("digits")  # rejected: the worker is full
+        samples.append((time.perf_counter() - start) / 100)
+    assert statistics.median(samples) < 50e-6
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("", {}), ("digits=4", {"digits": 4}), (" a=1 , b=20 ,", {"a": 1, "b": 20})],
+)
+def test_parse_model_limits(text, expected):
+    assert parse_model_limits(text) == expected
+
+
+@pytest.mark.parametrize("text", ["digits", "digits=", "=4", "digits=0", "digits=-1", "d=x"])
+def test_parse_model_limits_rejects(text):
+    with pytest.raises(ValueError, match="model=limit"):
+        parse_model_limits(text)
+
+
+def test_from_env_defaults_and_overrides():
+    admission = admission_from_env(threads=8, environ={})
+    assert admission.max_inflight == 6
+    assert admission.model_limits == {}
+    admission = admission_from_env(threads=8, environ={
+        "TFSTACK_MAX_INFLIGHT": "20", "TFSTACK_MODEL_MAX_INFLIGHT": "digits=3",
+        "TFSTACK_RETRY_AFTER_S": "2",
+    })
+    assert (admission.max_inflight, admission.model_limits) == (20, {"digits": 3})
+    assert admission.try_acquire("digits") is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"TFSTACK_MAX_INFLIGHT": "0"}, "TFSTACK_MAX_INFLIGHT"),
+        ({"TFSTACK_MAX_INFLIGHT": "many"}, "TFSTACK_MAX_INFLIGHT"),
+        ({"TFSTACK_RETRY_AFTER_S": "-1"}, "TFSTACK_RETRY_AFTER_S"),
+        ({"TFSTACK_MODEL_MAX_INFLIGHT": "digits"}, "TFSTACK_MODEL_MAX_INFLIGHT"),
+    ],
+)
+def test_from_env_errors_name_the_variable(environ, variable):
+    with pytest.raises(ValueError, match=variable):
+        admission_from_env(threads=8, environ=environ)
