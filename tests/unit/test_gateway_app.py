@@ -1,0 +1,167 @@
+"""The Flask app with a fake upstream (no network): request ids, deadlines, error rendering,
+body limit, signature cache refresh, operational endpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.app import create_app
+from gateway.proto import predict_pb2, types_pb2
+from gateway.settings import Settings
+from gateway.upstream import Upstream
+from tests.fixtures.gateway import fake_metadata_response
+
+
+class FakeUpstream(Upstream):
+    """Answers calls from memory; records (rpc, request, timeout_ms) of each."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.calls: list[tuple[str, object, float]] = []
+        self.metadata_versions = [1]
+        self.predict_version = 1
+        self.signature_name = "serving_default"
+        self.fail_with: Exception | None = None
+        self.ready = True
+
+    def call(self, rpc, request, model, deadline):
+        self.calls.append((rpc, request, deadline.timeout_ms))
+        if self.fail_with is not None:
+            raise self.fail_with
+        self._known_models.add(model)
+        if rpc == "GetModelMetadata":
+            versions = self.metadata_versions
+            version = versions.pop(0) if len(versions) > 1 else versions[0]
+            return fake_metadata_response(model, version, self.signature_name)
+        response = predict_pb2.PredictResponse()
+        response.model_spec.version.value = self.predict_version
+        y = response.outputs["y"]
+        y.dtype = types_pb2.DT_FLOAT
+        y.tensor_shape.dim.add(size=1)
+        y.float_val.append(2.5)
+        return response
+
+    def readiness(self):
+        return self.ready, [{"address": "fake:1", "ready": self.ready, "reason": ""}]
+
+    def rpcs(self) -> list[str]:
+        return [rpc for rpc, _, _ in self.calls]
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings.defaults(max_body_bytes=1000, deadline_ms=2000, debug_endpoints=True)
+
+
+@pytest.fixture
+def upstream(settings) -> FakeUpstream:
+    return FakeUpstream(settings)
+
+
+@pytest.fixture
+def client(settings, upstream):
+    return create_app(settings, upstream).test_client()
+
+
+PREDICT = "/v1/models/m:predict"
+BODY = json.dumps({"instances": [1.0]})
+
+
+def test_predict_and_request_id_round_trip(client, upstream):
+    resp = client.post(PREDICT, data=BODY, headers={"X-Request-ID": "req-42"})
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"] == "application/json"
+    assert resp.headers["X-Request-ID"] == "req-42"
+    assert resp.get_json() == {"predictions": [2.5]}
+    assert upstream.rpcs() == ["GetModelMetadata", "Predict"]
+
+
+def test_request_id_is_generated_when_absent_or_unsafe(client):
+    generated = client.get("/healthz").headers["X-Request-ID"]
+    unsafe = client.get("/healthz", headers={"X-Request-ID": "a b\x7f"}).headers["X-Request-ID"]
+    assert len(generated) == 32 and len(unsafe) == 32 and generated != unsafe
+
+
+@pytest.mark.parametrize(("header", "expected_ms"), [(None, 2000), ("150", 150), ("99999", 2000)])
+def test_deadline_is_the_smaller_of_default_and_header(client, upstream, header, expected_ms):
+    headers = {"X-Request-Timeout-Ms": header} if header else {}
+    assert client.post(PREDICT, data=BODY, headers=headers).status_code == 200
+    assert {timeout for _, _, timeout in upstream.calls} == {expected_ms}
+
+
+@pytest.mark.parametrize("header", ["soon", "0", "-5", "1.5"])
+def test_bad_timeout_header_is_a_400(client, header):
+    resp = client.post(PREDICT, data=BODY, headers={"X-Request-Timeout-Ms": header})
+    assert resp.status_code == 400
+    assert "X-Request-Timeout-Ms must be a positive integer" in resp.get_json()["error"]
+
+
+def test_body_over_the_limit_is_a_413_before_any_backend_call(client, upstream):
+    resp = client.post(PREDICT, data=json.dumps({"instances": [1.0] * 500}))
+    assert resp.status_code == 413
+    assert "larger than 1000 bytes" in resp.get_json()["error"]
+    assert upstream.calls == []
+
+
+def test_unexpected_exception_is_a_plain_500_with_request_id(client, upstream, caplog):
+    upstream.fail_with = RuntimeError("secret internals")
+    resp = client.post(PREDICT, data=BODY, headers={"X-Request-ID": "boom-1"})
+    assert resp.status_code == 500
+    assert resp.get_json() == {"error": "internal error", "request_id": "boom-1"}
+    assert b"secret" not in resp.data and b"Traceback" not in resp.data
+    logged = [r for r in caplog.records if r.name == "tfstack.gateway" and r.exc_info]
+    assert len(logged) == 1
+    assert "boom-1" in logged[0].getMessage()
+    assert "secret internals" in caplog.text and "Traceback" in caplog.text
+
+
+def test_new_model_version_refreshes_the_signature_cache(client, upstream):
+    upstream.metadata_versions = [1, 2]
+    upstream.predict_version = 2  # a new version rolled out after the metadata was cached
+    for _ in range(3):
+        assert client.post(PREDICT, data=BODY).status_code == 200
+    assert upstream.rpcs() == [
+        "GetModelMetadata", "Predict",  # cached v1; answer from v2 drops the entry
+        "GetModelMetadata", "Predict",  # refetched: v2
+        "Predict",  # cached and current
+    ]  # fmt: skip
+
+
+def test_signature_miss_refetches_once(client, upstream):
+    assert client.post(PREDICT, data=BODY).status_code == 200
+    upstream.signature_name = "other"
+    resp = client.post(PREDICT, data=json.dumps({"signature_name": "other", "instances": [1.0]}))
+    assert resp.status_code == 200
+    assert upstream.rpcs() == ["GetModelMetadata", "Predict", "GetModelMetadata", "Predict"]
+
+
+def test_malformed_and_not_found_paths(client):
+    resp = client.put(PREDICT, data=BODY)
+    assert (resp.status_code, resp.get_json()) == (
+        400,
+        {"error": "Malformed request: PUT /v1/models/m:predict"},
+    )
+    assert client.get("/v2/models/m").status_code == 404
+    assert client.get("/v2/models/m").headers["Content-Type"] == "application/json"
+
+
+def test_cors_preflight(client):
+    assert client.options(PREDICT, headers={"Origin": "https://example.com"}).status_code == 200
+    resp = client.options(PREDICT)
+    assert resp.status_code == 400
+    assert resp.get_json() == {"error": "Origin header is missing in CORS preflight"}
+
+
+def test_readyz_follows_the_upstream(client, upstream):
+    assert client.get("/readyz").status_code == 200
+    upstream.ready = False
+    resp = client.get("/readyz")
+    assert resp.status_code == 503 and resp.get_json()["ready"] is False
+
+
+def test_debug_endpoints_only_when_enabled(upstream):
+    closed = create_app(Settings.defaults(), upstream).test_client()
+    assert closed.get("/debug/vars").status_code == 404
+    assert closed.get("/debug/endpoints").status_code == 404
