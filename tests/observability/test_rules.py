@@ -1,0 +1,88 @@
+"""tfstack's alerts and recording rules: promtool checks them and runs their unit tests
+(tests/observability/rules/*.yaml); every alert is documented and tested firing and quiet; the
+chart's PrometheusRule carries exactly the same rules."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from observability.paths import REPO, RULES_FILE, tool
+
+RULE_TESTS = sorted((Path(__file__).parent / "rules").glob("*_test.yaml"))
+RUNBOOKS = REPO / "docs" / "observability.md"
+
+
+def _alerts() -> list[dict]:
+    groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+def test_promtool_check_rules_accepts_the_rules_file():
+    result = _run([str(tool("promtool")), "check", "rules", str(RULES_FILE)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+@pytest.mark.parametrize("test_file", RULE_TESTS, ids=lambda p: p.name)
+def test_promtool_unit_tests_pass(test_file: Path):
+    result = _run([str(tool("promtool")), "test", "rules", str(test_file)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_is_unit_tested_firing_and_quiet():
+    firing, quiet = set(), set()
+    for test_file in RULE_TESTS:
+        for case in yaml.safe_load(test_file.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    names = {alert["alert"] for alert in _alerts()}
+    assert names - firing == set(), "alerts without a firing test case"
+    assert names - quiet == set(), "alerts without a not-firing test case"
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to dashes."""
+    headings = re.findall(r"^#+\s+(.+?)\s*$", markdown, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("alert", _alerts(), ids=lambda a: a["alert"])
+def test_every_alert_has_summary_description_and_a_runbook_section(alert: dict):
+    annotations = alert["annotations"]
+    assert annotations["summary"].strip() and annotations["description"].strip()
+    assert alert["labels"]["severity"] in ("critical", "warning")
+    url = annotations["runbook_url"]
+    assert url.split("#")[0].endswith("/docs/observability.md"), url
+    assert url.split("#")[1] in _anchors(RUNBOOKS.read_text()), f"no runbook section for {url}"
+
+
+def _helm_template(*sets: str) -> list[dict]:
+    argv = [str(tool("helm")), "template", "rel", str(REPO / "charts" / "tfstack")]
+    for item in sets:
+        argv += ["--set", item]
+    result = _run(argv)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def test_chart_prometheusrule_wraps_the_rules_file_unchanged():
+    docs = _helm_template(
+        "metrics.prometheusRule.enabled=true", "metrics.prometheusRule.labels.release=kps"
+    )
+    (rule,) = [doc for doc in docs if doc["kind"] == "PrometheusRule"]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    assert rule["spec"] == yaml.safe_load(RULES_FILE.read_text())
+
+
+def test_chart_renders_no_prometheusrule_by_default():
+    assert not [doc for doc in _helm_template() if doc["kind"] == "PrometheusRule"]
