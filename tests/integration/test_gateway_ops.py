@@ -1,0 +1,163 @@
+"""The gateway under real gunicorn against backends that misbehave on cue.
+
+The backend here is FakeBackend (tests/fixtures/gateway.py): a tiny in-process gRPC server that
+answers GetModelMetadata at once and Predict after a set delay. It stands in for "a backend that
+hangs" because it hangs exactly where we want (after the metadata call, in Predict) and only for
+these tests; stopping the shared session model server with SIGSTOP would stall every other test
+that uses it and could not hang one RPC while answering another.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.fixtures.gateway import FakeBackend, start_gateway
+from tfstack.procs import free_port
+
+PREDICT = "/v1/models/slow:predict"
+BODY = '{"instances": [1.0, 2.0]}'
+
+
+@pytest.fixture(scope="module")
+def backend():
+    fake = FakeBackend(delay_s=0.0)
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory, backend):
+    handle = start_gateway(
+        tmp_path_factory.mktemp("gw-ops"), [backend.address], max_body_bytes=20_000
+    )
+    yield handle
+    handle.stop()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus exposition (0 when absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_backend_past_the_deadline_is_a_504(gw, backend):
+    backend.delay_s = 5.0
+    try:
+        started = time.monotonic()
+        resp = requests.post(
+            gw.url + PREDICT, data=BODY, headers={"X-Request-Timeout-Ms": "300"}, timeout=10
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        backend.delay_s = 0.0
+    assert resp.status_code == 504
+    assert resp.json() == {"error": "Deadline Exceeded: no answer from the backend in 300 ms"}
+    assert 0.25 < elapsed < 2.0
+
+
+def test_default_deadline_applies_without_the_header(tmp_path, backend):
+    handle = start_gateway(tmp_path, [backend.address], deadline_ms=400)
+    backend.delay_s = 5.0
+    try:
+        resp = requests.post(handle.url + PREDICT, data=BODY, timeout=10)
+    finally:
+        backend.delay_s = 0.0
+        handle.stop()
+    assert resp.status_code == 504
+    assert "400 ms" in resp.json()["error"]
+
+
+def test_body_over_the_limit_is_a_413(gw):
+    big = '{"instances": [' + ",".join(["1.0"] * 10_000) + "]}"
+    resp = requests.post(gw.url + PREDICT, data=big, timeout=10)
+    assert resp.status_code == 413
+    assert resp.headers["Content-Type"] == "application/json"
+    assert resp.json() == {"error": "Request body larger than 20000 bytes (TFSTACK_MAX_BODY_BYTES)"}
+
+
+def test_no_backend_is_a_503_and_not_ready(tmp_path):
+    handle = start_gateway(tmp_path, [f"127.0.0.1:{free_port()}"])
+    try:
+        resp = requests.post(handle.url + PREDICT, data=BODY, timeout=10)
+        ready = requests.get(handle.url + "/readyz", timeout=10)
+        alive = requests.get(handle.url + "/healthz", timeout=10)
+    finally:
+        handle.stop()
+    assert resp.status_code == 503
+    assert resp.json()["error"].startswith("No backend available: 127.0.0.1:")
+    assert ready.status_code == 503 and ready.json()["ready"] is False
+    assert alive.status_code == 200
+
+
+def test_metrics_are_summed_over_workers(gw):
+    before = requests.get(gw.url + "/metrics", timeout=10).text
+    n = 40
+    for _ in range(n):  # a new connection each time, so the kernel spreads them over workers
+        assert requests.post(gw.url + PREDICT, data=BODY, timeout=10).status_code == 200
+    after = requests.get(gw.url + "/metrics", timeout=10).text
+    labels = {"model": "slow", "method": "predict", "code": "200"}
+    counted = metric(after, "tfstack_gateway_requests_total", **labels) - metric(
+        before, "tfstack_gateway_requests_total", **labels
+    )
+    assert counted == n
+    pids = {
+        name.rsplit("_", 1)[1] for name in os.listdir(gw.metrics_dir) if name.startswith("counter_")
+    }
+    assert len(pids) >= 2, f"only {pids} wrote counters; the test did not exercise 2 workers"
+    assert metric(after, "tfstack_gateway_inflight_requests") == 0
+    upstream = metric(
+        after, "tfstack_gateway_upstream_duration_seconds_count", model="slow", rpc="Predict"
+    )
+    assert upstream >= n
+
+
+def test_dead_worker_keeps_its_counts_and_drops_its_gauge(gw):
+    before = requests.get(gw.url + "/metrics", timeout=10).text
+    victim = requests.get(gw.url + "/debug/vars", timeout=10).json()["pid"]
+    os.kill(victim, signal.SIGKILL)
+    gw.process.wait_until(
+        lambda: not os.path.exists(gw.metrics_dir / f"gauge_livesum_{victim}.db"),
+        timeout=15,
+        what="marking the killed worker dead",
+    )
+    after = requests.get(gw.url + "/metrics", timeout=10).text
+    labels = {"model": "slow", "method": "predict", "code": "200"}
+    assert metric(after, "tfstack_gateway_requests_total", **labels) == metric(
+        before, "tfstack_gateway_requests_total", **labels
+    )
+
+
+def test_sigterm_finishes_inflight_requests_and_exits_0(tmp_path, backend):
+    handle = start_gateway(tmp_path, [backend.address])
+    assert requests.post(handle.url + PREDICT, data=BODY, timeout=10).status_code == 200
+    backend.delay_s = 1.0
+    calls = backend.calls
+    result: dict[str, object] = {}
+
+    def slow_request() -> None:
+        result["resp"] = requests.post(handle.url + PREDICT, data=BODY, timeout=10)
+
+    thread = threading.Thread(target=slow_request)
+    try:
+        thread.start()
+        handle.process.wait_until(lambda: backend.calls > calls, 10, "forwarding the request")
+        os.kill(handle.process.pid, signal.SIGTERM)  # the master only, as Kubernetes does
+        handle.process.proc.wait(timeout=30)
+        thread.join(timeout=10)
+    finally:
+        backend.delay_s = 0.0
+        handle.stop()
+    assert handle.process.proc.returncode == 0
+    assert result["resp"].status_code == 200
