@@ -393,8 +393,12 @@ def _add_feature_value(name: str, value: object, feature: feature_pb2.Feature) -
         kind, item = "int64_list", value
     elif isinstance(value, int | float):
         # rapidjson reads an integer beyond uint64 as a double, so it becomes a float feature.
-        item = float(value) if isinstance(value, float) or abs(value) < 1 << 1000 else _FLOAT32_MAX
-        if math.isfinite(item) and abs(item) > _FLOAT32_MAX:
+        try:
+            item = float(value)
+        except OverflowError:
+            item = math.inf if value > 0 else -math.inf
+        if isinstance(value, int) and math.isinf(item) or \
+                math.isfinite(item) and abs(item) > _FLOAT32_MAX:
             raise CodecError(f"Cannot convert JSON value: {quote(value)} to float without loss "
                              "of precision.")
         kind = "float_list"

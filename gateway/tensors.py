@@ -49,7 +49,10 @@ class DType:
     @property
     def name(self) -> str:
         """TF's DataTypeString: DT_FLOAT -> "float"."""
-        return types_pb2.DataType.Name(self.enum)[3:].lower()
+        try:
+            return types_pb2.DataType.Name(self.enum)[3:].lower()
+        except ValueError:  # a DataType newer than our .proto
+            return f"DataType({self.enum})"
 
 
 def _dt(name: str, numpy: str | None, field: str, json_kind: str) -> DType:
@@ -93,10 +96,7 @@ def dtype_info(enum: int) -> DType:
 
 
 def dtype_name(enum: int) -> str:
-    try:
-        return dtype_info(enum).name
-    except ValueError:
-        return f"unknown dtype {enum}"
+    return dtype_info(enum).name
 
 
 # --- JSON text helpers -------------------------------------------------------------------------
