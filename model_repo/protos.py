@@ -6,6 +6,11 @@
 `tensorflow_serving/servables/tensorflow/session_bundle_config.proto` (package, message names,
 field names, numbers and types), which is all the text format needs. They live in a private
 descriptor pool, so they never clash with another definition of the same names.
+
+`SavedModel` here is the subset of `tensorflow/core/protobuf/saved_model.proto` and
+`meta_graph.proto` that the validator reads: meta graph tags and signature defs. Unknown fields are
+skipped on parse, so any real saved_model.pb parses, and reading one needs no TensorFlow import
+(~5 s saved per run). Maps are declared in their wire form (repeated key/value entries).
 """
 
 from __future__ import annotations
@@ -31,13 +36,52 @@ _PROMETHEUS_FIELDS = [
     ("enable", 1, _F.TYPE_BOOL, _OPTIONAL, None),
     ("path", 2, _F.TYPE_STRING, _OPTIONAL, None),
 ]
+_TENSOR_SHAPE_DIM_FIELDS = [
+    ("size", 1, _F.TYPE_INT64, _OPTIONAL, None),
+    ("name", 2, _F.TYPE_STRING, _OPTIONAL, None),
+]
+_TENSOR_SHAPE_FIELDS = [
+    ("dim", 2, _F.TYPE_MESSAGE, _REPEATED, ".tensorflow.TensorShapeProto.Dim"),
+    ("unknown_rank", 3, _F.TYPE_BOOL, _OPTIONAL, None),
+]
+_TENSOR_INFO_FIELDS = [
+    ("name", 1, _F.TYPE_STRING, _OPTIONAL, None),
+    ("dtype", 2, _F.TYPE_INT32, _OPTIONAL, None),  # enum DataType on the wire: a varint
+    ("tensor_shape", 3, _F.TYPE_MESSAGE, _OPTIONAL, ".tensorflow.TensorShapeProto"),
+]
+_TENSOR_INFO_ENTRY_FIELDS = [
+    ("key", 1, _F.TYPE_STRING, _OPTIONAL, None),
+    ("value", 2, _F.TYPE_MESSAGE, _OPTIONAL, ".tensorflow.TensorInfo"),
+]
+_SIGNATURE_DEF_FIELDS = [
+    ("inputs", 1, _F.TYPE_MESSAGE, _REPEATED, ".tensorflow.SignatureDef.TensorInfoEntry"),
+    ("outputs", 2, _F.TYPE_MESSAGE, _REPEATED, ".tensorflow.SignatureDef.TensorInfoEntry"),
+    ("method_name", 3, _F.TYPE_STRING, _OPTIONAL, None),
+]
+_SIGNATURE_ENTRY_FIELDS = [
+    ("key", 1, _F.TYPE_STRING, _OPTIONAL, None),
+    ("value", 2, _F.TYPE_MESSAGE, _OPTIONAL, ".tensorflow.SignatureDef"),
+]
+_META_INFO_FIELDS = [("tags", 4, _F.TYPE_STRING, _REPEATED, None)]
+_META_GRAPH_FIELDS = [
+    ("meta_info_def", 1, _F.TYPE_MESSAGE, _OPTIONAL, ".tensorflow.MetaGraphDef.MetaInfoDef"),
+    ("signature_def", 5, _F.TYPE_MESSAGE, _REPEATED, ".tensorflow.MetaGraphDef.SignatureDefEntry"),
+]
+_SAVED_MODEL_FIELDS = [
+    ("saved_model_schema_version", 1, _F.TYPE_INT64, _OPTIONAL, None),
+    ("meta_graphs", 2, _F.TYPE_MESSAGE, _REPEATED, ".tensorflow.MetaGraphDef"),
+]
 _MONITORING_FIELDS = [
     ("prometheus_config", 1, _F.TYPE_MESSAGE, _OPTIONAL, ".tensorflow.serving.PrometheusConfig"),
 ]
 
 
-def _message(file: descriptor_pb2.FileDescriptorProto, name: str, fields: list) -> None:
-    msg = file.message_type.add(name=name)
+def _message(parent, name: str, fields: list, nested: tuple = ()):
+    """Add message `name` to a FileDescriptorProto or (nested) DescriptorProto `parent`."""
+    container = parent.message_type if hasattr(parent, "message_type") else parent.nested_type
+    msg = container.add(name=name)
+    for child_name, child_fields in nested:
+        _message(msg, child_name, child_fields)
     for fname, number, ftype, label, type_name in fields:
         f = msg.field.add(name=fname, number=number, type=ftype, label=label)
         if type_name:
@@ -59,16 +103,38 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
     _message(file, "PrometheusConfig", _PROMETHEUS_FIELDS)
     _message(file, "MonitoringConfig", _MONITORING_FIELDS)
     pool.Add(file)
+    saved_model = descriptor_pb2.FileDescriptorProto(
+        name="tfstack/model_repo/saved_model_subset.proto", package="tensorflow", syntax="proto3"
+    )
+    _message(
+        saved_model, "TensorShapeProto", _TENSOR_SHAPE_FIELDS, (("Dim", _TENSOR_SHAPE_DIM_FIELDS),)
+    )
+    _message(saved_model, "TensorInfo", _TENSOR_INFO_FIELDS)
+    _message(
+        saved_model,
+        "SignatureDef",
+        _SIGNATURE_DEF_FIELDS,
+        (("TensorInfoEntry", _TENSOR_INFO_ENTRY_FIELDS),),
+    )
+    _message(
+        saved_model,
+        "MetaGraphDef",
+        _META_GRAPH_FIELDS,
+        (("MetaInfoDef", _META_INFO_FIELDS), ("SignatureDefEntry", _SIGNATURE_ENTRY_FIELDS)),
+    )
+    _message(saved_model, "SavedModel", _SAVED_MODEL_FIELDS)
+    pool.Add(saved_model)
     return pool
 
 
 _POOL = _build_pool()
-BatchingParameters = message_factory.GetMessageClass(
-    _POOL.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
-)
-PrometheusConfig = message_factory.GetMessageClass(
-    _POOL.FindMessageTypeByName("tensorflow.serving.PrometheusConfig")
-)
-MonitoringConfig = message_factory.GetMessageClass(
-    _POOL.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
-)
+
+
+def _class(full_name: str):
+    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(full_name))
+
+
+BatchingParameters = _class("tensorflow.serving.BatchingParameters")
+PrometheusConfig = _class("tensorflow.serving.PrometheusConfig")
+MonitoringConfig = _class("tensorflow.serving.MonitoringConfig")
+SavedModel = _class("tensorflow.SavedModel")
