@@ -1,0 +1,352 @@
+{{/*
+Names, labels and small computed values shared by every template. Defines are namespaced `tfstack.`.
+*/}}
+
+{{- define "tfstack.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name prefix (truncated to leave room for suffixes such as "-tfserving").
+*/}}
+{{- define "tfstack.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "tfstack.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels. Call with (dict "ctx" $ "component" "tfserving").
+*/}}
+{{- define "tfstack.labels" -}}
+helm.sh/chart: {{ include "tfstack.chart" .ctx }}
+{{ include "tfstack.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: tfstack
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Selector labels: only name, instance and component, so they never change on upgrade.
+*/}}
+{{- define "tfstack.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tfstack.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "tfstack.tfserving.fullname" -}}
+{{- printf "%s-tfserving" (include "tfstack.fullname" .) }}
+{{- end }}
+
+{{- define "tfstack.gateway.fullname" -}}
+{{- printf "%s-gateway" (include "tfstack.fullname" .) }}
+{{- end }}
+
+{{- define "tfstack.tfserving.serviceAccountName" -}}
+{{- if .Values.tfserving.serviceAccount.create }}
+{{- default (include "tfstack.tfserving.fullname" .) .Values.tfserving.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.tfserving.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "tfstack.gateway.serviceAccountName" -}}
+{{- if .Values.gateway.serviceAccount.create }}
+{{- default (include "tfstack.gateway.fullname" .) .Values.gateway.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.gateway.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Images.
+*/}}
+{{- define "tfstack.tfserving.image" -}}
+{{- $img := .Values.tfserving.image }}
+{{- $tag := ternary $img.gpuTag $img.tag (eq .Values.tfserving.accelerator "gpu") }}
+{{- printf "%s:%s" $img.repository $tag }}
+{{- end }}
+
+{{- define "tfstack.gateway.image" -}}
+{{- printf "%s:%s" .Values.gateway.image.repository (default .Chart.AppVersion .Values.gateway.image.tag) }}
+{{- end }}
+
+{{- define "tfstack.models.image" -}}
+{{- $img := .Values.modelSource.image }}
+{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) }}
+{{- end }}
+
+{{- define "tfstack.tests.image" -}}
+{{- if .Values.tests.image.repository }}
+{{- printf "%s:%s" .Values.tests.image.repository (default .Chart.AppVersion .Values.tests.image.tag) }}
+{{- else }}
+{{- include "tfstack.gateway.image" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The resources TF Serving gets under the selected accelerator profile (YAML).
+*/}}
+{{- define "tfstack.tfserving.resources" -}}
+{{- $tf := .Values.tfserving }}
+{{- if eq $tf.accelerator "gpu" }}
+{{- $res := deepCopy $tf.gpu.resources }}
+{{- $limits := default dict $res.limits }}
+{{- $_ := set $limits $tf.gpu.resourceName $tf.gpu.count }}
+{{- $_ := set $res "limits" $limits }}
+{{- toYaml $res }}
+{{- else }}
+{{- toYaml $tf.resources }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whole CPUs in TF Serving's CPU request, rounded up, at least 1 ("500m" -> 1, "1.5" -> 2, 4 -> 4).
+Empty when no CPU request is set.
+*/}}
+{{- define "tfstack.tfserving.cpuCores" -}}
+{{- $res := fromYaml (include "tfstack.tfserving.resources" .) }}
+{{- $cpu := "" }}
+{{- if and $res.requests (hasKey $res.requests "cpu") }}
+{{- $cpu = toString $res.requests.cpu }}
+{{- else if and $res.limits (hasKey $res.limits "cpu") }}
+{{- $cpu = toString $res.limits.cpu }}
+{{- end }}
+{{- if $cpu }}
+{{- $cores := 0.0 }}
+{{- if hasSuffix "m" $cpu }}
+{{- $cores = divf (float64 (trimSuffix "m" $cpu)) 1000 }}
+{{- else }}
+{{- $cores = float64 $cpu }}
+{{- end }}
+{{- max 1 (int (ceil $cores)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A thread count from values: null -> derived from the CPU request, a number -> itself.
+Call with (list $ value).
+*/}}
+{{- define "tfstack.tfserving.threads" -}}
+{{- $ctx := index . 0 }}
+{{- $v := index . 1 }}
+{{- if kindIs "invalid" $v }}
+{{- include "tfstack.tfserving.cpuCores" $ctx }}
+{{- else }}
+{{- int $v }}
+{{- end }}
+{{- end }}
+
+{{/*
+Base path of one model. Call with (list $ name model).
+*/}}
+{{- define "tfstack.model.basePath" -}}
+{{- $ctx := index . 0 }}
+{{- $name := index . 1 }}
+{{- $m := index . 2 }}
+{{- if $m.basePath }}
+{{- $m.basePath }}
+{{- else }}
+{{- printf "%s/%s" (trimSuffix "/" $ctx.Values.modelSource.mountPath) $name }}
+{{- end }}
+{{- end }}
+
+{{/*
+True ("true") when any model has version labels: TF Serving then needs
+--allow_version_labels_for_unavailable_models to accept them before the versions have loaded.
+*/}}
+{{- define "tfstack.models.haveLabels" -}}
+{{- range $name, $m := .Values.models }}
+{{- if and $m $m.labels }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Arguments of the readiness script: one per model, or "<name>/<version>" for each `specific` version.
+*/}}
+{{- define "tfstack.tfserving.readinessTargets" -}}
+{{- $targets := list }}
+{{- range $name, $m := .Values.models }}
+{{- if and $m (eq (default "latest" $m.versionPolicy) "specific") }}
+{{- range $v := $m.versions }}
+{{- $targets = append $targets (printf "%s/%v" $name (int64 $v)) }}
+{{- end }}
+{{- else if $m }}
+{{- $targets = append $targets $name }}
+{{- end }}
+{{- end }}
+{{- toJson $targets }}
+{{- end }}
+
+{{/*
+Render-time checks: invalid combinations fail `helm install` with what to change.
+*/}}
+{{- define "tfstack.validate" -}}
+{{- $models := dict }}
+{{- range $name, $m := .Values.models }}{{ if $m }}{{ $_ := set $models $name $m }}{{ end }}{{ end }}
+{{- if not $models }}
+{{- fail "models: no model is configured. Add at least one, e.g. --set models.my_model.basePath=gs://bucket/my_model" }}
+{{- end }}
+{{- $src := .Values.modelSource }}
+{{- range $name, $m := $models }}
+{{- $policy := default "latest" $m.versionPolicy }}
+{{- if and (eq $policy "specific") (not $m.versions) }}
+{{- fail (printf "models.%s: versionPolicy is \"specific\" but versions is empty. List the versions to serve, e.g. versions: [1, 2]" $name) }}
+{{- end }}
+{{- if and (ne $policy "specific") $m.versions }}
+{{- fail (printf "models.%s: versions is set but versionPolicy is %q. Set versionPolicy: specific, or remove versions" $name $policy) }}
+{{- end }}
+{{- if eq $policy "specific" }}
+{{- range $label, $v := $m.labels }}
+{{- $found := false }}
+{{- range $m.versions }}{{ if eq (int64 .) (int64 $v) }}{{ $found = true }}{{ end }}{{ end }}
+{{- if not $found }}
+{{- fail (printf "models.%s.labels.%s: version %v is not among the served versions %v. Add it to models.%s.versions" $name $label $v $m.versions $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if eq $src.type "remote" }}
+{{- if not (and $m.basePath (contains "://" $m.basePath)) }}
+{{- fail (printf "models.%s.basePath: modelSource.type is \"remote\", so basePath must be a URI TF Serving reads itself (e.g. gs://bucket/%s), got %q" $name $name (toString $m.basePath)) }}
+{{- end }}
+{{- else }}
+{{- if and $m.basePath (not (hasPrefix (printf "%s/" (trimSuffix "/" $src.mountPath)) $m.basePath)) }}
+{{- fail (printf "models.%s.basePath: %q is outside modelSource.mountPath (%s), where the %s source puts the models. Use %s/%s, or set modelSource.type: remote for a URI" $name $m.basePath $src.mountPath $src.type $src.mountPath $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (eq $src.type "pvc") (not $src.pvc.claimName) }}
+{{- fail "modelSource.pvc.claimName: modelSource.type is \"pvc\" but no claim is named. Set modelSource.pvc.claimName to an existing PersistentVolumeClaim" }}
+{{- end }}
+{{- $hpa := .Values.tfserving.autoscaling }}
+{{- if $hpa.enabled }}
+{{- if not (or $hpa.cpu.enabled $hpa.requestsPerSecond.enabled $hpa.gpu.enabled) }}
+{{- fail "tfserving.autoscaling: enabled but no metric is. Enable cpu, requestsPerSecond or gpu, or set tfserving.autoscaling.enabled=false" }}
+{{- end }}
+{{- if gt (int $hpa.minReplicas) (int $hpa.maxReplicas) }}
+{{- fail (printf "tfserving.autoscaling: minReplicas (%v) is greater than maxReplicas (%v)" $hpa.minReplicas $hpa.maxReplicas) }}
+{{- end }}
+{{- if and $hpa.gpu.enabled (ne .Values.tfserving.accelerator "gpu") }}
+{{- fail "tfserving.autoscaling.gpu.enabled: scaling on GPU utilization needs tfserving.accelerator=gpu" }}
+{{- end }}
+{{- if and $hpa.cpu.enabled (not (include "tfstack.tfserving.cpuCores" .)) }}
+{{- fail "tfserving.autoscaling.cpu: CPU utilization is relative to the CPU request, and TF Serving has none. Set tfserving.resources.requests.cpu (or gpu.resources with accelerator=gpu)" }}
+{{- end }}
+{{- end }}
+{{- $gw := .Values.gateway.autoscaling }}
+{{- if and $gw.enabled (gt (int $gw.minReplicas) (int $gw.maxReplicas)) }}
+{{- fail (printf "gateway.autoscaling: minReplicas (%v) is greater than maxReplicas (%v)" $gw.minReplicas $gw.maxReplicas) }}
+{{- end }}
+{{- $b := .Values.tfserving.batching }}
+{{- if and $b.enabled $b.allowedBatchSizes }}
+{{- if ne (int (last $b.allowedBatchSizes)) (int $b.maxBatchSize) }}
+{{- fail (printf "tfserving.batching.allowedBatchSizes: the last entry (%v) must equal maxBatchSize (%v), as TF Serving requires" (last $b.allowedBatchSizes) $b.maxBatchSize) }}
+{{- end }}
+{{- end }}
+{{- if le (int .Values.tfserving.terminationGracePeriodSeconds) (int .Values.tfserving.preStopSleepSeconds) }}
+{{- fail (printf "tfserving.terminationGracePeriodSeconds (%v) must be longer than tfserving.preStopSleepSeconds (%v), or the pod is killed before it stops serving" .Values.tfserving.terminationGracePeriodSeconds .Values.tfserving.preStopSleepSeconds) }}
+{{- end }}
+{{- if le (int .Values.gateway.terminationGracePeriodSeconds) (int .Values.gateway.preStopSleepSeconds) }}
+{{- fail (printf "gateway.terminationGracePeriodSeconds (%v) must be longer than gateway.preStopSleepSeconds (%v)" .Values.gateway.terminationGracePeriodSeconds .Values.gateway.preStopSleepSeconds) }}
+{{- end }}
+{{- if and .Values.tests.enabled (not (hasKey $models .Values.tests.model)) }}
+{{- fail (printf "tests.model: %q is not in models (%s). Name one of them, or set tests.enabled=false" .Values.tests.model (keys $models | sortAlpha | join ", ")) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Readiness/start-up check for the real tensorflow/serving image, which has bash and coreutils but no
+curl or wget: bash's /dev/tcp asks TF Serving's REST API for each target's status and wants
+"state": "AVAILABLE". Arguments: REST port, then targets ("<model>" or "<model>/<version>").
+*/}}
+{{- define "tfstack.tfserving.readyScript" -}}
+port=$1; shift
+for target in "$@"; do
+  name=${target%%/*}
+  path=/v1/models/$name
+  [ "$target" = "$name" ] || path=$path/versions/${target#*/}
+  exec 3<>"/dev/tcp/127.0.0.1/$port" || { echo "REST port $port is not open"; exit 1; }
+  printf 'GET %s HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n' "$path" >&3
+  ready=no
+  while IFS= read -r -t 2 line <&3 || [ -n "$line" ]; do
+    if [[ $line =~ \"state\"[[:space:]]*:[[:space:]]*\"AVAILABLE\" ]]; then ready=yes; break; fi
+    line=
+  done
+  exec 3<&-
+  [ "$ready" = yes ] || { echo "model $target is not AVAILABLE"; exit 1; }
+done
+{{- end }}
+
+{{/*
+The readiness handler (also used by the start-up probe).
+*/}}
+{{- define "tfstack.tfserving.readyHandler" -}}
+{{- if eq .Values.tfserving.probes.readinessCheck "models" }}
+exec:
+  command:
+    - /bin/bash
+    - -c
+    - {{ include "tfstack.tfserving.readyScript" . | quote }}
+    - tfstack-ready
+    - "8501"
+    {{- range (include "tfstack.tfserving.readinessTargets" . | fromJsonArray) }}
+    - {{ . | quote }}
+    {{- end }}
+{{- else }}
+{{- $first := "" }}
+{{- range $name, $m := .Values.models }}{{ if and $m (not $first) }}{{ $first = $name }}{{ end }}{{ end }}
+httpGet:
+  path: /v1/models/{{ $first }}
+  port: http
+{{- end }}
+{{- end }}
+
+{{/*
+Topology spread constraints. Call with (dict "ctx" $ "component" "gateway" "spread" .Values.gateway.topologySpread).
+*/}}
+{{- define "tfstack.topologySpread" -}}
+{{- if .spread.enabled }}
+topologySpreadConstraints:
+  - maxSkew: {{ .spread.maxSkew }}
+    topologyKey: kubernetes.io/hostname
+    whenUnsatisfiable: {{ .spread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "tfstack.selectorLabels" . | nindent 8 }}
+    matchLabelKeys:
+      - pod-template-hash
+  - maxSkew: {{ .spread.maxSkew }}
+    topologyKey: topology.kubernetes.io/zone
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "tfstack.selectorLabels" . | nindent 8 }}
+    matchLabelKeys:
+      - pod-template-hash
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when a Prometheus Operator object is to be rendered: `enabled: true`, or `enabled: auto` and the
+cluster serves monitoring.coreos.com/v1. Call with (list $ .Values.metrics.serviceMonitor.enabled).
+*/}}
+{{- define "tfstack.monitoring.render" -}}
+{{- $ctx := index . 0 }}
+{{- $enabled := index . 1 }}
+{{- if or (eq (toString $enabled) "true") (and (eq (toString $enabled) "auto") ($ctx.Capabilities.APIVersions.Has "monitoring.coreos.com/v1")) }}true{{ end }}
+{{- end }}
