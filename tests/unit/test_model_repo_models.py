@@ -1,0 +1,203 @@
+"""The built example models: the signatures the brief fixes, and answers that are right."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from model_repo import build
+from model_repo.data import digits_split, to_png, to_uint8
+
+PREDICT = "tensorflow/serving/predict"
+CLASSIFY = "tensorflow/serving/classify"
+REGRESS = "tensorflow/serving/regress"
+F, S, I64 = tf.float32.as_datatype_enum, tf.string.as_datatype_enum, tf.int64.as_datatype_enum
+
+# The contract in the brief: (model, version, signature) -> method, {input: (dtype, shape)},
+# {output: (dtype, shape)}.
+CONTRACT = {
+    ("half_plus_two", 1, "serving_default"): (PREDICT, {"x": (F, [-1])}, {"y": (F, [-1])}),
+    ("half_plus_two", 1, "regress_x_to_y"): (
+        REGRESS,
+        {"inputs": (S, [-1])},
+        {"outputs": (F, [-1])},
+    ),
+    ("half_plus_two", 1, "classify_x_to_y"): (
+        CLASSIFY,
+        {"inputs": (S, [-1])},
+        {"scores": (F, [-1, 1])},
+    ),
+    **{
+        ("digits", v, "serving_default"): (
+            PREDICT,
+            {"images": (F, [-1, 8, 8])},
+            {"probabilities": (F, [-1, 10]), "classes": (I64, [-1])},
+        )
+        for v in (1, 2)
+    },
+    ("digits_png", 1, "serving_default"): (
+        PREDICT,
+        {"image_bytes": (S, [-1])},
+        {"label": (S, [-1]), "score": (F, [-1]), "thumbnail_bytes": (S, [-1])},
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def load(models_root):
+    cache: dict[tuple[str, int], object] = {}
+
+    def loader(name: str, version: int):
+        if (name, version) not in cache:
+            cache[name, version] = tf.saved_model.load(str(models_root / name / str(version)))
+        return cache[name, version]
+
+    return loader
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    _, x_test, _, y_test = digits_split()
+    return x_test, y_test
+
+
+def _tensors(infos) -> dict[str, tuple[int, list[int]]]:
+    return {k: (v.dtype, [d.size for d in v.tensor_shape.dim]) for k, v in infos.items()}
+
+
+@pytest.mark.parametrize(("model", "version", "signature"), list(CONTRACT), ids=str)
+def test_signature_matches_contract(models_root, model, version, signature):
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((models_root / model / str(version) / "saved_model.pb").read_bytes())
+    (graph,) = [g for g in saved.meta_graphs if "serve" in g.meta_info_def.tags]
+    sig = graph.signature_def[signature]
+    method, inputs, outputs = CONTRACT[model, version, signature]
+    assert sig.method_name == method
+    assert _tensors(sig.inputs) == inputs
+    assert _tensors(sig.outputs) == outputs
+
+
+def test_every_model_version_is_small_and_in_tf_serving_layout(models_root):
+    for name, versions in build.MODELS.items():
+        for version in versions:
+            folder = models_root / name / str(version)
+            assert (folder / "saved_model.pb").is_file()
+            assert (folder / "variables" / "variables.index").is_file()
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            assert size < 1_000_000, f"{folder} is {size} bytes"
+
+
+def _example(x: float) -> bytes:
+    feature = tf.train.Feature(float_list=tf.train.FloatList(value=[x]))
+    return tf.train.Example(features=tf.train.Features(feature={"x": feature})).SerializeToString()
+
+
+def test_half_plus_two_predict_regress_classify_exact(load):
+    model = load("half_plus_two", 1)
+    xs = [0.0, 1.0, 2.0, 5.0, -4.0]
+    want = np.array([0.5 * x + 2 for x in xs], dtype=np.float32)
+    y = model.signatures["serving_default"](x=tf.constant(xs))["y"].numpy()
+    np.testing.assert_array_equal(y, want)
+    examples = tf.constant([_example(x) for x in xs])
+    outputs = model.signatures["regress_x_to_y"](inputs=examples)["outputs"].numpy()
+    np.testing.assert_array_equal(outputs, want)
+    scores = model.signatures["classify_x_to_y"](inputs=examples)["scores"].numpy()
+    np.testing.assert_array_equal(scores, want.reshape(-1, 1))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_digits_classifies_held_out_images(load, test_split, version):
+    x_test, y_test = test_split
+    out = load("digits", version).signatures["serving_default"](images=tf.constant(x_test))
+    probabilities, classes = out["probabilities"].numpy(), out["classes"].numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(classes, probabilities.argmax(axis=1))
+    accuracy = float(np.mean(classes == y_test))
+    assert accuracy > 0.9, f"digits v{version} held-out accuracy {accuracy:.3f}"
+
+
+def test_digits_versions_are_different_models(load, test_split):
+    x_test, _ = test_split
+    images = tf.constant(x_test)
+    p1 = load("digits", 1).signatures["serving_default"](images=images)["probabilities"].numpy()
+    p2 = load("digits", 2).signatures["serving_default"](images=images)["probabilities"].numpy()
+    assert np.abs(p1 - p2).max() > 0.05
+
+
+def test_digits_png_label_matches_digits_for_the_same_image(load, test_split):
+    x_test, _ = test_split
+    images = x_test[:40]
+    pngs = tf.constant([to_png(image) for image in images])
+    out = load("digits_png", 1).signatures["serving_default"](image_bytes=pngs)
+    # The PNG holds 0..255; the model maps it back to sklearn's 0..16 scale.
+    seen = to_uint8(images).astype(np.float32) * np.float32(16.0 / 255.0)
+    digits = load("digits", 1).signatures["serving_default"](images=tf.constant(seen))
+    want = [str(c).encode() for c in digits["classes"].numpy()]
+    assert list(out["label"].numpy()) == want
+    np.testing.assert_allclose(
+        out["score"].numpy(), digits["probabilities"].numpy().max(axis=1), rtol=1e-5
+    )
+
+
+def test_digits_png_thumbnail_is_the_digit_at_32x32(load, test_split):
+    image = test_split[0][0]
+    out = load("digits_png", 1).signatures["serving_default"](
+        image_bytes=tf.constant([to_png(image)])
+    )
+    thumbnail = Image.open(io.BytesIO(out["thumbnail_bytes"].numpy()[0]))
+    assert (thumbnail.format, thumbnail.size, thumbnail.mode) == ("PNG", (32, 32), "L")
+    np.testing.assert_array_equal(
+        np.asarray(thumbnail), np.kron(to_uint8(image), np.ones((4, 4), np.uint8))
+    )
+
+
+def test_digits_png_rejects_an_image_that_is_not_8x8(load):
+    buf = io.BytesIO()
+    Image.new("L", (16, 16)).save(buf, format="PNG")
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        load("digits_png", 1).signatures["serving_default"](
+            image_bytes=tf.constant([buf.getvalue()])
+        )
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_digits_warmup_requests_are_valid_predict_requests(models_root, load, version):
+    path = models_root / "digits" / str(version) / "assets.extra" / "tf_serving_warmup_requests"
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+    assert 1 <= len(records) <= 1000  # TF Serving reads at most 1000 records
+    serve = load("digits", version).signatures["serving_default"]
+    for record in records:
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        assert log.WhichOneof("log_type") == "predict_log"
+        request = log.predict_log.request
+        assert request.model_spec.signature_name == "serving_default"
+        assert set(request.inputs) == {"images"}
+        images = tf.make_ndarray(request.inputs["images"])
+        assert images.dtype == np.float32 and images.shape[1:] == (8, 8)
+        assert serve(images=tf.constant(images))["classes"].shape == (images.shape[0],)
+
+
+def test_build_skips_up_to_date_models_without_tensorflow_work(models_root):
+    logged: list[str] = []
+    started = time.monotonic()
+    assert build.build(models_root, log=logged.append) == []
+    assert time.monotonic() - started < 2.0
+    assert [line.split(":")[0] for line in logged] == [f"skip   {n}" for n in build.MODELS]
+
+
+def test_stamp_notices_changed_parameters_and_missing_versions(models_root, monkeypatch):
+    assert build.stale_models(models_root) == []
+    monkeypatch.setitem(build.MODELS["digits"], 2, {"seed": 3, "epochs": 30, "hidden": 64})
+    # digits_png reuses digits v1, so only digits is stale
+    assert build.stale_models(models_root) == ["digits"]
+    monkeypatch.setitem(build.MODELS["digits"], 1, {"seed": 9, "epochs": 1, "hidden": 8})
+    assert build.stale_models(models_root) == ["digits", "digits_png"]
+    monkeypatch.setitem(build.MODELS["half_plus_two"], 2, {})
+    assert "half_plus_two" in build.stale_models(models_root)  # version 2 is not on disk
