@@ -30,9 +30,9 @@ ENDPOINT_FAILURE_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
 
 
 class State(enum.Enum):
-    """An endpoint's state; the value is the `state` label of `tfstack_gateway_endpoints`."""
+    """An endpoint's state, as the debug listing shows it (metrics: see `counts()`)."""
 
-    HEALTHY = "healthy"
+    READY = "ready"  # in rotation
     EJECTED = "ejected"  # out of rotation until its back-off ends
     PROBING = "probing"  # back-off over; a probe decides
 
@@ -61,7 +61,7 @@ class EjectionPolicy:
 
 @dataclass
 class _Endpoint:
-    state: State = State.HEALTHY
+    state: State = State.READY
     failures: int = 0  # consecutive failures while healthy
     ejections: int = 0  # ejections in a row, the back-off exponent
     ejected_until: float = 0.0
@@ -105,7 +105,7 @@ class HealthTracker:
     def record_success(self, endpoint: str) -> None:
         with self._lock:
             entry = self._endpoints.get(endpoint)
-            if entry is not None and entry.state is State.HEALTHY:
+            if entry is not None and entry.state is State.READY:
                 entry.failures = 0
 
     def record_failure(self, endpoint: str) -> bool:
@@ -114,7 +114,7 @@ class HealthTracker:
         with self._lock:
             entry = self._endpoints.get(endpoint)
             # Calls that were already in flight when the endpoint left rotation change nothing.
-            if entry is None or entry.state is not State.HEALTHY:
+            if entry is None or entry.state is not State.READY:
                 return False
             entry.failures += 1
             if entry.failures < self.policy.consecutive_failures:
@@ -134,7 +134,7 @@ class HealthTracker:
     # --- routing -----------------------------------------------------------------------------
     def is_healthy(self, endpoint: str) -> bool:
         entry = self._endpoints.get(endpoint)
-        return entry is not None and entry.state is State.HEALTHY
+        return entry is not None and entry.state is State.READY
 
     def available(self, endpoints: Iterable[str]) -> list[str]:
         """The endpoints to route to: the healthy ones; all of them if none is (panic mode)."""
@@ -142,12 +142,12 @@ class HealthTracker:
         with self._lock:
             healthy = [ep for ep in candidates
                        if (entry := self._endpoints.get(ep)) is None
-                       or entry.state is State.HEALTHY]
+                       or entry.state is State.READY]
         return healthy or candidates
 
     def any_healthy(self) -> bool:
         with self._lock:
-            return any(e.state is State.HEALTHY for e in self._endpoints.values())
+            return any(e.state is State.READY for e in self._endpoints.values())
 
     # --- probing -----------------------------------------------------------------------------
     def due_probes(self) -> list[str]:
@@ -167,7 +167,7 @@ class HealthTracker:
             if entry is None or entry.state is not State.PROBING:
                 return
             if ok:
-                entry.state, entry.failures, entry.healthy_since = State.HEALTHY, 0, now
+                entry.state, entry.failures, entry.healthy_since = State.READY, 0, now
                 log.info("endpoint %s restored after a successful probe", endpoint)
             else:
                 self._eject(endpoint, entry, now)
@@ -185,12 +185,13 @@ class HealthTracker:
         return entry.state if entry else None
 
     def counts(self) -> dict[str, int]:
-        """Endpoints per state (every state present), for `tfstack_gateway_endpoints{state}`."""
-        counts = {state.value: 0 for state in State}
+        """Endpoints per `state` label of `tfstack_gateway_endpoints` (docs/metrics.md): `ready`
+        and `ejected`, both always present; a probing endpoint is still out of rotation, so it
+        counts as ejected there (the debug listing shows `probing`)."""
         with self._lock:
-            for entry in self._endpoints.values():
-                counts[entry.state.value] += 1
-        return counts
+            ready = sum(1 for e in self._endpoints.values() if e.state is State.READY)
+            total = len(self._endpoints)
+        return {State.READY.value: ready, State.EJECTED.value: total - ready}
 
     def snapshot(self) -> list[dict[str, object]]:
         """One row per endpoint for the debug listing (the balancer adds outstanding requests)."""

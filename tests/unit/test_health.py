@@ -73,11 +73,11 @@ def test_ejected_after_consecutive_failures_only(clock):
     fail(tracker, A, 2)
     tracker.record(A, "OK")  # a success in between resets the run
     fail(tracker, A, 2)
-    assert tracker.state(A) is State.HEALTHY
+    assert tracker.state(A) is State.READY
     fail(tracker, A, 1, code="DEADLINE_EXCEEDED")
     assert tracker.state(A) is State.EJECTED
     assert tracker.available([A, B, C]) == [B, C]
-    assert tracker.counts() == {"healthy": 2, "ejected": 1, "probing": 0}
+    assert tracker.counts() == {"ready": 2, "ejected": 1}
 
 
 def test_application_errors_prove_the_endpoint_alive(clock):
@@ -85,7 +85,7 @@ def test_application_errors_prove_the_endpoint_alive(clock):
     for _ in range(10):
         tracker.record(A, "UNAVAILABLE")
         tracker.record(A, "INVALID_ARGUMENT")
-    assert tracker.state(A) is State.HEALTHY
+    assert tracker.state(A) is State.READY
 
 
 def test_half_open_after_backoff_then_restored_by_a_good_probe(clock):
@@ -97,10 +97,12 @@ def test_half_open_after_backoff_then_restored_by_a_good_probe(clock):
     clock.advance(0.1)
     assert tracker.due_probes() == [A]
     assert tracker.state(A) is State.PROBING
+    assert tracker.counts() == {"ready": 2, "ejected": 1}, "probing is still out of rotation"
+    assert tracker.snapshot()[0]["state"] == "probing"
     assert A not in tracker.available([A, B]), "no real traffic while the probe decides"
     assert tracker.due_probes() == [], "one probe at a time"
     tracker.probe_result(A, ok=True)
-    assert tracker.state(A) is State.HEALTHY
+    assert tracker.state(A) is State.READY
     assert tracker.available([A, B]) == [A, B]
 
 
@@ -162,9 +164,9 @@ def test_sync_adds_healthy_and_forgets_removed(clock):
     fail(tracker, A, 3)
     tracker.sync([B, C, "10.0.0.4:8500"])
     assert tracker.state(A) is None
-    assert tracker.state("10.0.0.4:8500") is State.HEALTHY
+    assert tracker.state("10.0.0.4:8500") is State.READY
     tracker.sync([A, B])  # A comes back (a new pod on the same IP): it starts healthy
-    assert tracker.state(A) is State.HEALTHY
+    assert tracker.state(A) is State.READY
     assert tracker.available([A, B]) == [A, B]
     fail(tracker, "10.9.9.9:1", 5)  # unknown endpoints are ignored, not an error
 
@@ -175,7 +177,7 @@ def test_snapshot_for_the_debug_listing(clock):
     fail(tracker, C, 1)
     clock.advance(1.5)
     rows = {row["endpoint"]: row for row in tracker.snapshot()}
-    assert rows[A] == {"endpoint": A, "state": "healthy", "consecutive_failures": 0,
+    assert rows[A] == {"endpoint": A, "state": "ready", "consecutive_failures": 0,
                        "ejections_in_a_row": 0, "ejected_for_s": 0.0}
     assert rows[B]["state"] == "ejected"
     assert rows[B]["ejected_for_s"] == 2.5
@@ -197,7 +199,7 @@ def test_prober_runs_due_probes_and_survives_a_broken_probe(clock):
     assert prober.run_once() == 0
     clock.advance(1)
     assert prober.run_once() == 2
-    assert tracker.state(A) is State.HEALTHY
+    assert tracker.state(A) is State.READY
     assert tracker.state(B) is State.EJECTED
     assert tracker.next_probe_in() == 2.0
 
@@ -220,8 +222,8 @@ def test_prober_thread_probes_when_the_backoff_ends():
         assert probed.wait(2)
         assert 0.05 <= time.monotonic() - start < 1.5
         deadline = time.monotonic() + 2
-        while tracker.state(A) is not State.HEALTHY and time.monotonic() < deadline:
+        while tracker.state(A) is not State.READY and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert tracker.state(A) is State.HEALTHY
+        assert tracker.state(A) is State.READY
     finally:
         prober.stop()
