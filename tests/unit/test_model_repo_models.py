@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -201,3 +203,24 @@ def test_stamp_notices_changed_parameters_and_missing_versions(models_root, monk
     assert build.stale_models(models_root) == ["digits", "digits_png"]
     monkeypatch.setitem(build.MODELS["half_plus_two"], 2, {})
     assert "half_plus_two" in build.stale_models(models_root)  # version 2 is not on disk
+
+
+@pytest.mark.slow
+def test_build_is_deterministic(models_root, tmp_path):
+    """A fresh build (another process, another folder) gives byte-identical weights."""
+    result = subprocess.run(
+        [sys.executable, "-m", "model_repo.build", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "test accuracy" in result.stdout
+    weights = "variables/variables.data-00000-of-00001"
+    for name, versions in build.MODELS.items():
+        for version in versions:
+            fresh = (tmp_path / name / str(version) / weights).read_bytes()
+            assert fresh == (models_root / name / str(version) / weights).read_bytes(), name
+    warmup = "digits/1/assets.extra/tf_serving_warmup_requests"
+    assert (tmp_path / warmup).read_bytes() == (models_root / warmup).read_bytes()
