@@ -1,0 +1,320 @@
+"""What the gateway costs, on this machine, in one run (results: docs/benchmarks.md).
+
+(a) added latency: p50/p99 of a digits predict through the gateway minus the same request sent
+    straight to the backend's REST API (the local model server), concurrency 1, requests
+    interleaved so both see the same machine state;
+(b) CPU seconds per request of the gateway's processes (master + workers, from /proc) at
+    concurrency 16, with throughput and p99, against a bare Flask handler under the same gunicorn
+    settings that parses the same JSON body and answers (bench/gateway_bare_app.py);
+(c) gateway worker memory: RSS, and PSS/USS (what a worker really adds) after the load.
+
+Each measurement is repeated `--runs` times; the report gives medians. Load at concurrency 16 uses
+`wrk` (`apt-get install -y wrk`), whose own CPU is not counted. Loopback only, bounded in time.
+
+    .venv/bin/python -m bench.gateway_overhead [--runs 3] [--write docs/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from model_repo.config import render_local_config
+from model_repo.data import digits_split
+from tfstack.procs import ManagedProcess, free_port, port_open
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PATH = "/v1/models/digits:predict"
+TICK = os.sysconf("SC_CLK_TCK")
+GATEWAY_APP = "gateway.app:create_app()"
+BARE_APP = "bench.gateway_bare_app:create_app()"
+SECTION_START = "<!-- section: gateway overhead (bench/gateway_overhead.py) -->"
+SECTION_END = "<!-- end section: gateway overhead -->"
+
+
+def request_body() -> bytes:
+    _, x_test, _, _ = digits_split()
+    return json.dumps({"instances": [x_test[0].tolist()]}).encode()
+
+
+# -- processes ------------------------------------------------------------------------------------
+def start_modelserver(run: Path) -> tuple[ManagedProcess, int, int]:
+    config = run / "models.config"
+    config.write_text(render_local_config(REPO / "model_repo" / "models"))
+    grpc_port, rest_port = free_port(), free_port()
+    proc = ManagedProcess(
+        "model server",
+        [str(BIN / "python"), "-m", "modelserver", "--host=127.0.0.1", f"--port={grpc_port}",
+         f"--rest_api_port={rest_port}", f"--model_config_file={config}",
+         "--allow_version_labels_for_unavailable_models"],
+        run / "modelserver.log",
+        cwd=REPO,
+    ).start()  # fmt: skip
+    proc.wait_until(lambda: port_open("127.0.0.1", rest_port), 300, "serving REST")
+    return proc, grpc_port, rest_port
+
+
+def start_gunicorn(run: Path, name: str, app: str, grpc_port: int) -> tuple[ManagedProcess, int]:
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        TFSTACK_BIND=f"127.0.0.1:{port}",
+        TFSTACK_BACKENDS=f"127.0.0.1:{grpc_port}",
+        PROMETHEUS_MULTIPROC_DIR=str(run / f"{name}-metrics"),
+    )
+    proc = ManagedProcess(
+        name,
+        [str(BIN / "gunicorn"), "-c", "gateway/gunicorn.conf.py", app],
+        run / f"{name}.log",
+        env=env,
+        cwd=REPO,
+    ).start()
+    proc.wait_until(lambda: port_open("127.0.0.1", port), 60, "listening")
+    return proc, port
+
+
+def group_pids(master: int) -> list[int]:
+    pids = [master]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                pids.append(int(entry))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / TICK
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    values = {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", rollup, re.M)}
+    return {
+        "rss": values["Rss"],
+        "pss": values["Pss"],
+        "uss": values.get("Private_Clean", 0) + values.get("Private_Dirty", 0),
+    }
+
+
+# -- load ------------------------------------------------------------------------------------------
+def timed_post(conn: http.client.HTTPConnection, body: bytes) -> float:
+    started = time.perf_counter()
+    conn.request("POST", PATH, body, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    elapsed = time.perf_counter() - started
+    if resp.status != 200:
+        raise RuntimeError(f"HTTP {resp.status}: {data[:200]!r}")
+    return elapsed
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def latency_run(gw_port: int, direct_port: int, body: bytes, n: int) -> dict[str, float]:
+    gw = http.client.HTTPConnection("127.0.0.1", gw_port, timeout=10)
+    direct = http.client.HTTPConnection("127.0.0.1", direct_port, timeout=10)
+    for _ in range(50):  # warm up: connections, signature caches
+        timed_post(gw, body)
+        timed_post(direct, body)
+    via, straight = [], []
+    for _ in range(n):
+        via.append(timed_post(gw, body))
+        straight.append(timed_post(direct, body))
+    gw.close()
+    direct.close()
+    result = {}
+    for q, label in ((0.5, "p50"), (0.99, "p99")):
+        result[f"gateway_{label}_ms"] = percentile(via, q) * 1000
+        result[f"direct_{label}_ms"] = percentile(straight, q) * 1000
+        result[f"added_{label}_ms"] = result[f"gateway_{label}_ms"] - result[f"direct_{label}_ms"]
+    return result
+
+
+def wrk(port: int, body: bytes, seconds: int, connections: int, script_dir: Path) -> dict:
+    script = script_dir / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(body.decode())}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        "done = function(summary, latency, requests)\n"
+        '  io.write(string.format("RESULT %d %d %d %d\\n", summary.requests,\n'
+        "    summary.errors.status + summary.errors.connect + summary.errors.read\n"
+        "    + summary.errors.write + summary.errors.timeout,\n"
+        "    latency:percentile(99), latency:percentile(50)))\n"
+        "end\n"
+    )
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(script),
+         f"http://127.0.0.1:{port}{PATH}"],
+        capture_output=True, text=True, timeout=seconds + 30, check=True,
+    ).stdout  # fmt: skip
+    found = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+)", out)
+    requests, errors, p99_us, p50_us = map(int, found.groups())
+    return {"requests": requests, "errors": errors, "p99_ms": p99_us / 1e3, "p50_ms": p50_us / 1e3}
+
+
+def throughput_run(master: int, port: int, body: bytes, seconds: int, run_dir: Path) -> dict:
+    pids = group_pids(master)
+    cpu_before = cpu_seconds(pids)
+    started = time.perf_counter()
+    result = wrk(port, body, seconds, 16, run_dir)
+    wall = time.perf_counter() - started
+    cpu = cpu_seconds(pids) - cpu_before
+    served = result["requests"]
+    return {
+        "rps": served / wall,
+        "p99_ms": result["p99_ms"],
+        "cpu_ms_per_request": cpu / max(served, 1) * 1000,
+        "errors": result["errors"],
+        "cpu_cores_used": cpu / wall,
+    }
+
+
+def median_of(runs: list[dict]) -> dict:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+# -- report ----------------------------------------------------------------------------------------
+def row(*cells: str) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def load_cells(result: dict) -> tuple[str, ...]:
+    return (
+        f"{result['rps']:.0f}",
+        f"{result['p99_ms']:.1f}",
+        f"{result['cpu_ms_per_request']:.3f}",
+        f"{result['cpu_cores_used']:.2f}",
+    )
+
+
+def report(lat: dict, gw: dict, bare: dict, mem: list[dict], runs: int, n: int, secs: int) -> str:
+    ratio = gw["cpu_ms_per_request"] / bare["cpu_ms_per_request"]
+    rss_mb = max(m["rss"] for m in mem) / 1024
+    verdict = lambda ok: "met" if ok else "**missed**"  # noqa: E731
+    worker_rows = "\n".join(
+        row(f"worker {i + 1}", *(f"{m[k] / 1024:.1f}" for k in ("rss", "pss", "uss")))
+        for i, m in enumerate(mem)
+    )
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    gw_row = row("gateway (→ model server)", *load_cells(gw))
+    bare_row = row("bare Flask handler (parse JSON, answer)", *load_cells(bare))
+    return f"""{SECTION_START}
+## Gateway overhead
+
+`python -m bench.gateway_overhead --runs {runs}` on this 2-core machine, {day};
+gateway with its default settings (gunicorn gthread, 2 workers × 8 threads, JSON access log on),
+backend = the local model server on loopback, request = `POST {PATH}` with one 8×8 image
+(`{{"instances": [[[...]]]}}`, 64 floats). Medians over {runs} runs.
+
+**(a) Added latency, concurrency 1** ({n} requests per run, gateway and direct interleaved)
+
+| | p50 (ms) | p99 (ms) |
+|---|---|---|
+| straight to the backend's REST API | {lat["direct_p50_ms"]:.2f} | {lat["direct_p99_ms"]:.2f} |
+| through the gateway (REST → gRPC) | {lat["gateway_p50_ms"]:.2f} | {lat["gateway_p99_ms"]:.2f} |
+| **added by the gateway** | **{lat["added_p50_ms"]:.2f}** | **{lat["added_p99_ms"]:.2f}** |
+
+Target: added p50 ≤ 1 ms — {verdict(lat["added_p50_ms"] <= 1.0)}.
+
+**(b) CPU per request, concurrency 16** (`wrk -t2 -c16 -d{secs}s`; CPU = utime+stime of the
+gunicorn master and workers, from /proc)
+
+| | throughput (req/s) | p99 (ms) | CPU per request (ms) | cores busy |
+|---|---|---|---|---|
+{gw_row}
+{bare_row}
+
+Gateway / bare CPU per request: **{ratio:.2f}×** (target ≤ 1.6× — {verdict(ratio <= 1.6)}).
+The gateway's throughput shares the 2 cores with the model server and wrk; the bare handler's only
+with wrk.
+
+**(c) Worker memory after the load** (KiB → MB; PSS/USS = what each worker really costs)
+
+| | RSS (MB) | PSS (MB) | USS (MB) |
+|---|---|---|---|
+{worker_rows}
+
+Target: worker RSS ≤ 60 MB — {verdict(rss_mb <= 60)} (largest: {rss_mb:.1f} MB).
+{SECTION_END}"""
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if SECTION_START in text:
+        before, rest = text.split(SECTION_START, 1)
+        after = rest.split(SECTION_END, 1)[1]
+        text = before + section + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=1000, help="per latency run")
+    parser.add_argument("--seconds", type=int, default=10, help="per throughput run")
+    parser.add_argument("--write", type=Path, help="replace the gateway section of this file")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install -y wrk")
+    body = request_body()
+    run_dir = Path(tempfile.mkdtemp(prefix="tfstack-bench-"))
+    procs: list[ManagedProcess] = []
+    try:
+        server, grpc_port, rest_port = start_modelserver(run_dir)
+        procs.append(server)
+        gateway, gw_port = start_gunicorn(run_dir, "gateway", GATEWAY_APP, grpc_port)
+        procs.append(gateway)
+        bare, bare_port = start_gunicorn(run_dir, "bare", BARE_APP, grpc_port)
+        procs.append(bare)
+        latency, gw_runs, bare_runs = [], [], []
+        for i in range(args.runs):
+            latency.append(latency_run(gw_port, rest_port, body, args.requests))
+            gw_runs.append(throughput_run(gateway.pid, gw_port, body, args.seconds, run_dir))
+            bare_runs.append(throughput_run(bare.pid, bare_port, body, args.seconds, run_dir))
+            print(f"run {i + 1}: {latency[-1]}\n  gateway {gw_runs[-1]}\n  bare {bare_runs[-1]}",
+                  file=sys.stderr)  # fmt: skip
+        memory = [memory_kib(pid) for pid in group_pids(gateway.pid)[1:]]
+        section = report(
+            median_of(latency), median_of(gw_runs), median_of(bare_runs), memory,
+            args.runs, args.requests, args.seconds,
+        )  # fmt: skip
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    print(section)
+    if args.write:
+        write_section(args.write, section)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
