@@ -65,17 +65,8 @@ def test_every_alert_has_summary_description_and_a_runbook_section(alert: dict):
     assert url.split("#")[1] in _anchors(RUNBOOKS.read_text()), f"no runbook section for {url}"
 
 
-def _helm_template(*sets: str) -> list[dict]:
-    argv = [str(tool("helm")), "template", "rel", str(REPO / "charts" / "tfstack")]
-    for item in sets:
-        argv += ["--set", item]
-    result = _run(argv)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def test_chart_prometheusrule_wraps_the_rules_file_unchanged():
-    docs = _helm_template(
+def test_chart_prometheusrule_wraps_the_rules_file_unchanged(helm_template):
+    docs = helm_template(
         "metrics.prometheusRule.enabled=true", "metrics.prometheusRule.labels.release=kps"
     )
     (rule,) = [doc for doc in docs if doc["kind"] == "PrometheusRule"]
@@ -84,5 +75,5 @@ def test_chart_prometheusrule_wraps_the_rules_file_unchanged():
     assert rule["spec"] == yaml.safe_load(RULES_FILE.read_text())
 
 
-def test_chart_renders_no_prometheusrule_by_default():
-    assert not [doc for doc in _helm_template() if doc["kind"] == "PrometheusRule"]
+def test_chart_renders_no_prometheusrule_by_default(helm_template):
+    assert not [doc for doc in helm_template() if doc["kind"] == "PrometheusRule"]
