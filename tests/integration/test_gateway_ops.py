@@ -161,3 +161,12 @@ def test_sigterm_finishes_inflight_requests_and_exits_0(tmp_path, backend):
         handle.stop()
     assert handle.process.proc.returncode == 0
     assert result["resp"].status_code == 200
+
+
+def test_grpc_lives_in_the_workers_only(gw):
+    assert requests.post(gw.url + PREDICT, data=BODY, timeout=10).status_code == 200
+    worker = requests.get(gw.url + "/debug/vars", timeout=10).json()["pid"]
+    with open(f"/proc/{worker}/maps") as maps:
+        assert "cygrpc" in maps.read()
+    with open(f"/proc/{gw.process.pid}/maps") as maps:  # the gunicorn master
+        assert "cygrpc" not in maps.read()
