@@ -41,5 +41,5 @@ def to_png(image: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(to_uint8(image), mode="L").save(buf, format="PNG")
+    Image.fromarray(to_uint8(image)).save(buf, format="PNG")
     return buf.getvalue()
