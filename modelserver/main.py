@@ -1,0 +1,283 @@
+"""`tfstack-modelserver` / `python -m modelserver`: wire flags, config, manager, batching, gRPC
+and REST together; open the ports only after the initial load; drain on SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from modelserver import flags
+
+log = logging.getLogger("modelserver")
+
+SHUTDOWN_GRACE_SECONDS = 10.0
+EXIT_START_FAILED = 255  # TF Serving's main returns -1
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s.%(msecs)03d: %(levelname).1s %(name)s] %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+
+
+def _session_config(args):
+    from tensorflow.core.protobuf import config_pb2
+
+    cpus = os.cpu_count() or 1
+    intra = args.tensorflow_intra_op_parallelism or args.tensorflow_session_parallelism
+    inter = args.tensorflow_inter_op_parallelism or args.tensorflow_session_parallelism
+    # 0 means auto: small pools, since requests already run concurrently on their own threads.
+    return config_pb2.ConfigProto(
+        intra_op_parallelism_threads=intra or min(cpus, 2),
+        inter_op_parallelism_threads=inter or min(cpus, 2),
+    )
+
+
+class ConfigWatcher:
+    """Re-reads `--model_config_file` every N seconds (server.cc PollFilesystemAndReloadConfig)."""
+
+    def __init__(self, path: Path, interval: float, reload) -> None:
+        self._path, self._interval, self._reload = path, interval, reload
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._loop, name="config-poll", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        from modelserver.config import ConfigFileError, read_model_server_config
+        from modelserver.errors import ServingError
+
+        while not self._stop.wait(self._interval):
+            try:
+                config = read_model_server_config(self._path)
+            except (ConfigFileError, OSError) as err:
+                log.error(
+                    "Failed to read ModelServerConfig file: Invalid protobuf file: '%s' (%s)",
+                    self._path,
+                    err,
+                )
+                continue
+            try:
+                self._reload(config, self._path)
+            except ServingError as err:
+                log.error(
+                    "PollFilesystemAndReloadConfig failed to ReloadConfig: %s: %s",
+                    err.code_name,
+                    err.message,
+                )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, unknown, warnings = flags.parse(argv)
+    _setup_logging()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.version:
+        import tensorflow as tf
+
+        from modelserver import __version__
+
+        print(f"TensorFlow ModelServer: {__version__}-tfstack")
+        print(f"TensorFlow Library: {tf.__version__}")
+        return 0
+    for arg in unknown:
+        log.error("unknown argument: %s", arg)
+    for warning in warnings:
+        log.warning(warning)
+    return Server(args).run()
+
+
+class Server:
+    def __init__(self, args) -> None:
+        self.args = args
+        self.stop_event = threading.Event()
+        self._reload_lock = threading.Lock()
+
+    def _initial_config(self):
+        from modelserver import config as cfg
+
+        args = self.args
+        if args.model_config_file:
+            path = Path(args.model_config_file)
+            return cfg.read_model_server_config(path), path
+        if not args.model_base_path:
+            raise cfg.ConfigFileError(
+                "Both server_options.model_base_path and server_options.model_config_file "
+                "are empty!"
+            )
+        return cfg.single_model_config(args.model_name, args.model_base_path), None
+
+    def reload(self, config, source: Path | None = None) -> None:
+        with self._reload_lock:
+            self.manager.reload(config, source)
+
+    def run(self) -> int:
+        from modelserver import config as cfg
+        from modelserver.errors import ServingError
+
+        try:
+            model_config, source = self._initial_config()
+            monitoring = cfg.read_monitoring_config(self.args.monitoring_config_file or None)
+            batching = (
+                cfg.read_batching_parameters(self.args.batching_parameters_file or None)
+                if self.args.enable_batching
+                else None
+            )
+        except (cfg.ConfigFileError, OSError) as err:
+            print(f"Failed to start server. Error: {err}", file=sys.stderr, flush=True)
+            return EXIT_START_FAILED
+        except ServingError as err:
+            print(
+                f"Failed to start server. Error: {err.code_name}: {err.message}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return EXIT_START_FAILED
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop_event.set())
+        self._build(batching)
+        try:
+            self.manager.load_initial(model_config, source)
+        except ServingError as err:
+            print(
+                f"Failed to start server. Error: {err.code_name}: {err.message}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return EXIT_START_FAILED
+        if self.stop_event.is_set():
+            return 0
+        return self._serve(monitoring)
+
+    def _build(self, batching) -> None:
+        import tensorflow as tf
+
+        tf.compat.v1.disable_eager_execution()
+        from modelserver.batching import BatchScheduler
+        from modelserver.inference import Inference
+        from modelserver.manager import Manager, ManagerOptions
+        from modelserver.metrics import Metrics
+        from modelserver.servable import load_servable
+        from modelserver.warmup import make_warmup
+
+        args = self.args
+        self.metrics = Metrics()
+        session_config = _session_config(args)
+        tags = [t.strip() for t in args.saved_model_tags.split(",") if t.strip()]
+        as_content = args.enable_serialization_as_tensor_content
+
+        def loader(name, version, path):
+            return load_servable(name, version, path, session_config, tags, as_content)
+
+        self.batcher = BatchScheduler(batching, self.metrics) if batching else None
+        self.manager = Manager(
+            loader,
+            ManagerOptions(
+                file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+                allow_version_labels_for_unavailable_models=(
+                    args.allow_version_labels_for_unavailable_models
+                ),
+                max_num_load_retries=args.max_num_load_retries,
+                load_retry_interval_seconds=args.load_retry_interval_micros / 1e6,
+            ),
+            self.metrics,
+        )
+        self.core = Inference(
+            self.manager, self.metrics, self.batcher, as_content, args.rest_api_timeout_in_ms
+        )
+        if args.enable_model_warmup:
+            self.manager._warmup = make_warmup(  # noqa: SLF001 (core needs the manager first)
+                self.core, args.num_request_iterations_for_warmup
+            )
+
+    def _serve(self, monitoring) -> int:
+        from modelserver.grpc_services import build_server
+        from modelserver.rest import RestApi, RestServer
+
+        args = self.args
+        grpc_server = build_server(
+            self.core,
+            self.reload,
+            args.grpc_max_threads,
+            flags.channel_arguments(args.grpc_channel_arguments),
+        )
+        try:
+            if args.port:
+                grpc_server.add_insecure_port(f"{args.host}:{args.port}")
+            if args.grpc_socket_path:
+                grpc_server.add_insecure_port(f"unix:{args.grpc_socket_path}")
+        except RuntimeError as err:
+            print(
+                f"Failed to start server. Error: gRPC could not bind {args.host}:{args.port}: "
+                f"{err}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return EXIT_START_FAILED
+        if not args.port and not args.grpc_socket_path:
+            print(
+                "Failed to start server. Error: INVALID_ARGUMENT: At least one of "
+                "server_options.grpc_port or server_options.grpc_socket_path must be set.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return EXIT_START_FAILED
+        grpc_server.start()
+        log.info("Running gRPC ModelServer at %s:%d ...", args.host, args.port)
+        rest = None
+        if args.rest_api_port and args.rest_api_port == args.port:
+            log.error(
+                "server_options.http_port cannot be same as grpc_port. Please use a "
+                "different port for HTTP/REST API. Skipped setting up HTTP/REST API."
+            )
+        elif args.rest_api_port:
+            metrics_path = monitoring.path if monitoring.enabled else None
+            try:
+                rest = RestServer(
+                    args.host,
+                    args.rest_api_port,
+                    RestApi(self.core),
+                    metrics_path,
+                    args.rest_api_enable_cors_support,
+                )
+            except OSError as err:
+                log.error(
+                    "Failed to start HTTP Server at localhost:%d: %s", args.rest_api_port, err
+                )
+                grpc_server.stop(0)
+                return EXIT_START_FAILED
+            rest.start()
+            log.info("Exporting HTTP/REST API at:localhost:%d ...", args.rest_api_port)
+        self.manager.start_polling()
+        watcher = None
+        if args.model_config_file and args.model_config_file_poll_wait_seconds > 0:
+            watcher = ConfigWatcher(
+                Path(args.model_config_file), args.model_config_file_poll_wait_seconds, self.reload
+            )
+            watcher.start()
+        self.stop_event.wait()
+        return self._shutdown(grpc_server, rest, watcher)
+
+    def _shutdown(self, grpc_server, rest, watcher) -> int:
+        log.info(
+            "Shutting down: no new requests; waiting up to %.0fs for in-flight ones",
+            SHUTDOWN_GRACE_SECONDS,
+        )
+        if watcher is not None:
+            watcher.stop()
+        self.manager.stop()
+        stopped = grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
+        if rest is not None:
+            rest.stop(SHUTDOWN_GRACE_SECONDS)
+        stopped.wait(SHUTDOWN_GRACE_SECONDS)
+        log.info("Server stopped.")
+        return 0

@@ -1,0 +1,348 @@
+"""TF Serving's REST API (`http_rest_api_handler.cc`) and the Prometheus page, on a threaded
+HTTP/1.1 server. Requests go through the same Inference core as gRPC."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+from google.protobuf import json_format
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    regression_pb2,
+)
+
+from modelserver import rest_json
+from modelserver.errors import ServingError, invalid_argument
+from modelserver.inference import Inference
+from modelserver.servable import DEFAULT_SIGNATURE
+
+log = logging.getLogger("modelserver.rest")
+
+POST_RE = re.compile(
+    r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:"
+    r"(classify|regress|predict)"
+)
+GET_RE = re.compile(
+    r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:\/(metadata))?"
+)
+V1_RE = re.compile(r"(?i)/v1/.*")
+
+# ToHTTPStatusCode in model_servers/http_server.cc
+HTTP_STATUS = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+MAX_INT64 = 2**63 - 1
+
+
+def error_body(message: str) -> str:
+    return json.dumps({"error": message}, indent=4)
+
+
+class RestApi:
+    """Routing and handlers, independent of the HTTP server (returns (status, body))."""
+
+    def __init__(self, core: Inference) -> None:
+        self.core = core
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, str]:
+        started = time.monotonic()
+        model_name, api = "", ""
+        try:
+            match = POST_RE.fullmatch(path) if method == "POST" else None
+            if match is not None and match.group(4) in ("predict", "classify", "regress"):
+                model_name, api = urllib.parse.unquote(match.group(1)), match.group(4)
+                spec = self._spec(model_name, match.group(2), match.group(3))
+                text = self._post(api, spec, body)
+            else:
+                match = GET_RE.fullmatch(path) if method == "GET" else None
+                if match is None:
+                    raise invalid_argument(f"Malformed request: {method} {path}")
+                if match.group(1) is None:
+                    raise invalid_argument("Missing model name in request.")
+                model_name = urllib.parse.unquote(match.group(1))
+                spec = self._spec(model_name, match.group(2), match.group(3))
+                text = self._metadata(spec) if match.group(4) else self._status(spec)
+        except ServingError as err:
+            self.core.metrics.request_count.inc(model_name, err.code_name)
+            return HTTP_STATUS.get(err.code, 500), error_body(err.message)
+        metrics = self.core.metrics
+        metrics.request_count.inc(model_name, "OK")
+        metrics.request_latency.observe((time.monotonic() - started) * 1e6, model_name, api, "REST")
+        return 200, text
+
+    @staticmethod
+    def _spec(name: str, version: str | None, label: str | None) -> model_pb2.ModelSpec:
+        spec = model_pb2.ModelSpec(name=name)
+        if version is not None:
+            number = int(version)
+            if number > MAX_INT64:
+                raise invalid_argument(f"Failed to convert version: {version} to numeric.")
+            spec.version.value = number
+        if label is not None:
+            spec.version_label = urllib.parse.unquote(label)
+        return spec
+
+    def _post(self, api: str, spec: model_pb2.ModelSpec, raw: bytes) -> str:
+        body = rest_json.parse_json(raw)
+        if not isinstance(body, dict):
+            raise invalid_argument(f"JSON Value: {raw.decode('utf-8', 'replace')} Is not object")
+        signature = body.get("signature_name", "")
+        if not isinstance(signature, str):
+            raise invalid_argument(
+                f"JSON Value: {json.dumps(signature)} not formatted correctly. 'signature_name' "
+                "key must be a string value."
+            )
+        spec.signature_name = signature
+        if api == "predict":
+            return self._predict(spec, body)
+        return self._examples(api, spec, body)
+
+    def _predict(self, spec: model_pb2.ModelSpec, body: dict) -> str:
+        name, version = self.core.resolve_spec(spec)
+        signature_name = spec.signature_name or DEFAULT_SIGNATURE
+        with self.core.manager.acquire(name, version) as servable:
+            signature = servable.signatures.get(signature_name)
+            if signature is None:
+                raise invalid_argument(
+                    f'Serving signature name: "{signature_name}" not found in signature def'
+                )
+            arrays, row_format = rest_json.decode_predict(body, signature.inputs)
+            outputs = self.core.run_predict(servable, signature_name, arrays)
+        return rest_json.encode_predict(outputs, row_format)
+
+    def _examples(self, api: str, spec: model_pb2.ModelSpec, body: dict) -> str:
+        model_input = examples_input(body)
+        if api == "classify":
+            request = classification_pb2.ClassificationRequest(model_spec=spec, input=model_input)
+            return rest_json.encode_classify(self.core.classify(request).result)
+        request = regression_pb2.RegressionRequest(model_spec=spec, input=model_input)
+        return rest_json.encode_regress(self.core.regress(request).result)
+
+    def _status(self, spec: model_pb2.ModelSpec) -> str:
+        response = self.core.status(get_model_status_pb2.GetModelStatusRequest(model_spec=spec))
+        return json_format.MessageToJson(
+            response,
+            indent=1,
+            always_print_fields_with_no_presence=True,
+            preserving_proto_field_name=True,
+        )
+
+    def _metadata(self, spec: model_pb2.ModelSpec) -> str:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=spec, metadata_field=["signature_def"]
+        )
+        response = self.core.metadata(request)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signatures)
+
+        def as_dict(message):
+            return json_format.MessageToDict(
+                message,
+                always_print_fields_with_no_presence=True,
+                preserving_proto_field_name=True,
+            )
+
+        model_spec = as_dict(response.model_spec)
+        model_spec.setdefault("signature_name", "")
+        return json.dumps(
+            {"model_spec": model_spec, "metadata": {"signature_def": as_dict(signatures)}},
+            indent=1,
+        )
+
+
+def examples_input(body: dict):
+    """A classify/regress body as tensorflow.serving.Input (json_tensor.cc)."""
+    from tensorflow_serving.apis import input_pb2
+
+    if "examples" not in body:
+        raise invalid_argument(
+            f"JSON Value: {json.dumps(body)} When method is classify, key 'examples' is "
+            "expected and was not found"
+        )
+    examples = body["examples"]
+    if not isinstance(examples, list):
+        raise invalid_argument(
+            f"JSON Value: {json.dumps(examples)} Excepting 'examples' to be an list/array"
+        )
+    model_input = input_pb2.Input()
+    if "context" in body:
+        target = model_input.example_list_with_context
+        _fill_example(body["context"], target.context)
+    else:
+        target = model_input.example_list
+    for item in examples:
+        _fill_example(item, target.examples.add())
+    return model_input
+
+
+def _fill_example(obj: object, example) -> None:
+    import base64
+
+    if not isinstance(obj, dict):
+        raise invalid_argument(f"JSON Value: {json.dumps(obj)} Is not object")
+    for name, value in obj.items():
+        values = value if isinstance(value, list) else [value]
+        feature = example.features.feature[name]
+        kind = None
+        for item in values:
+            if isinstance(item, bool) or isinstance(item, int):
+                this, converted = "int64", int(item)
+            elif isinstance(item, float):
+                this, converted = "float", item
+            elif isinstance(item, str):
+                this, converted = "bytes", item.encode("utf-8")
+            elif isinstance(item, dict) and list(item) == ["b64"]:
+                this, converted = "bytes", base64.b64decode(item["b64"])
+            else:
+                raise invalid_argument(
+                    f"Unsupported JSON value for feature: {name}: {json.dumps(item)}"
+                )
+            if kind is not None and this != kind:
+                raise invalid_argument(
+                    f"Unexpected element type in feature: {name} expecting type: {kind}"
+                )
+            kind = this
+            if this == "int64":
+                feature.int64_list.value.append(converted)
+            elif this == "float":
+                feature.float_list.value.append(converted)
+            else:
+                feature.bytes_list.value.append(converted)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "tfstack-modelserver"
+    api: RestApi
+    metrics_path: str | None
+    cors: bool
+    tracker: _Inflight
+
+    def log_message(self, format, *args):  # noqa: A002 (BaseHTTPRequestHandler's signature)
+        log.debug("%s - %s", self.address_string(), format % args)
+
+    def _send(self, status: int, body: str, content_type: str = "application/json") -> None:
+        data = body.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        if self.cors:
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Access-Control-Allow-Methods", "POST, GET")
+            self.send_header("Access-Control-Allow-Headers", "Content-Type")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _dispatch(self, method: str) -> None:
+        with self.tracker:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length > 0 else b""
+            path = urllib.parse.urlsplit(self.path).path
+            if method == "GET" and self.metrics_path is not None and path == self.metrics_path:
+                text = self.api.core.metrics.render()
+                self._send(200, text, "text/plain; version=0.0.4")
+                return
+            if not V1_RE.fullmatch(path):
+                self._send(404, "Not Found", "text/plain")
+                return
+            if method == "OPTIONS":
+                origin = self.headers.get("Origin", "")
+                if origin.startswith(("http://", "https://")):
+                    self._send(200, "")
+                else:
+                    self._send(400, error_body("Origin header is missing in CORS preflight"))
+                return
+            try:
+                status, text = self.api.handle(method, path, body)
+            except Exception as err:  # noqa: BLE001 (a plain 500, the trace in the log)
+                log.exception("REST %s %s failed", method, path)
+                status, text = 500, error_body(str(err))
+            self._send(status, text)
+
+    def do_GET(self):  # noqa: N802
+        self._dispatch("GET")
+
+    def do_POST(self):  # noqa: N802
+        self._dispatch("POST")
+
+    def do_PUT(self):  # noqa: N802
+        self._dispatch("PUT")
+
+    def do_DELETE(self):  # noqa: N802
+        self._dispatch("DELETE")
+
+    def do_OPTIONS(self):  # noqa: N802
+        self._dispatch("OPTIONS")
+
+
+class _Inflight:
+    """Counts requests being handled, so shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self):
+        with self._cond:
+            self._count += 1
+
+    def __exit__(self, *exc):
+        with self._cond:
+            self._count -= 1
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._count == 0, timeout)
+
+
+class RestServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
+
+    def __init__(self, host: str, port: int, api: RestApi, metrics_path: str | None, cors: bool):
+        self.tracker = _Inflight()
+        handler = type(
+            "Handler",
+            (_Handler,),
+            {"api": api, "metrics_path": metrics_path, "cors": cors, "tracker": self.tracker},
+        )
+        super().__init__((host, port), handler)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="rest", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self, grace: float) -> None:
+        """Stop accepting, then let in-flight requests finish within `grace` seconds."""
+        self.shutdown()
+        self.server_close()
+        self.tracker.wait_idle(grace)
