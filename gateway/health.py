@@ -215,14 +215,20 @@ class Prober:
 
     The probe must bound its own time (a gRPC call with a short `timeout=`); an exception
     counts as a failed probe. Probes run one at a time, so keep their timeout short.
+    `report(counts)`, if given, gets `tracker.counts()` at least every `max_wait_s` (metrics).
     """
 
     def __init__(
-        self, tracker: HealthTracker, probe: Callable[[str], bool], max_wait_s: float = 1.0
+        self,
+        tracker: HealthTracker,
+        probe: Callable[[str], bool],
+        max_wait_s: float = 1.0,
+        report: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
         self.tracker = tracker
         self.probe = probe
         self.max_wait_s = max_wait_s
+        self.report = report
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -258,5 +264,10 @@ class Prober:
         while not self._stopping.is_set():
             self._wake.clear()
             self.run_once()
+            if self.report is not None:
+                try:
+                    self.report(self.tracker.counts())
+                except Exception:  # metrics trouble must not stop probing
+                    log.exception("endpoint state report failed")
             wait = self.tracker.next_probe_in()
             self._wake.wait(self.max_wait_s if wait is None else min(wait, self.max_wait_s))

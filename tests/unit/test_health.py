@@ -213,7 +213,8 @@ def test_prober_thread_probes_when_the_backoff_ends():
         probed.set()
         return True
 
-    prober = Prober(tracker, probe, max_wait_s=5.0)
+    reports = []
+    prober = Prober(tracker, probe, max_wait_s=5.0, report=reports.append)
     prober.start()
     try:
         fail(tracker, A, 3)
@@ -225,5 +226,10 @@ def test_prober_thread_probes_when_the_backoff_ends():
         while tracker.state(A) is not State.READY and time.monotonic() < deadline:
             time.sleep(0.01)
         assert tracker.state(A) is State.READY
+        prober.wake()
+        deadline = time.monotonic() + 2
+        while reports[-1:] != [{"ready": 1, "ejected": 0}] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reports[-1] == {"ready": 1, "ejected": 0}
     finally:
         prober.stop()
