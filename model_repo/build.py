@@ -1,11 +1,12 @@
 """Build the example SavedModels: `python -m model_repo.build [--out DIR] [--force]`.
 
 Writes TF Serving's layout `<out>/<name>/<version>/saved_model.pb + variables/`. Each model keeps a
-stamp (a hash of the build code and of its parameters) next to its versions; a model whose stamp
-matches and whose versions are all there is skipped without importing TensorFlow, so a repeated
-run takes well under a second. Everything stale is built in one process (TensorFlow starts once).
-A model is written to a staging folder and then renamed into place, so a server polling the base
-path never sees a half-written version.
+stamp next to its versions: a hash of the build code, of its parameters and of the versions of
+TensorFlow, Keras, scikit-learn and numpy. A model whose stamp matches and whose versions are all
+there is skipped without importing TensorFlow, so a repeated run takes well under a second.
+Everything stale is built in one process (TensorFlow starts once). A model is written to a staging
+folder and then renamed into place, so a server polling the base path never sees a half-written
+version.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -25,8 +27,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "models"
 STAMP = ".tfstack-build-stamp"
-# The code whose every change rebuilds the models.
+# The code, and the packages, whose every change rebuilds the models.
 BUILD_CODE = ("build.py", "examples.py", "data.py")
+TOOLCHAIN = ("tensorflow", "keras", "scikit-learn", "numpy")
 
 # name -> version -> parameters. digits_png reuses the classifier of digits at `classifier`.
 MODELS: dict[str, dict[int, dict]] = {
@@ -43,6 +46,8 @@ def stamp_for(name: str) -> str:
     digest = hashlib.sha256()
     for filename in BUILD_CODE:
         digest.update((HERE / filename).read_bytes())
+    for package in TOOLCHAIN:
+        digest.update(f"{package}=={importlib.metadata.version(package)}\n".encode())
     params = [MODELS[name]] + [
         MODELS[source][version]
         for spec in MODELS[name].values()
