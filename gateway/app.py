@@ -10,7 +10,6 @@ import os
 import re
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from logging import Logger
 
@@ -145,7 +144,7 @@ def _rss_bytes() -> int:
 def _before() -> None:
     g.started = time.perf_counter()
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    g.request_id = given if _REQUEST_ID.match(given) else os.urandom(16).hex()
     CALLS.set([])
 
 
