@@ -1,0 +1,94 @@
+"""Every scenario lints and renders under Helm 3 and Helm 4, and every rendered object validates
+strictly against the Kubernetes schemas of the oldest supported, a middle and the newest version."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from kubernetes_validate import utils as kv
+
+from tests.chart.conftest import (
+    CHART,
+    HELMS,
+    MONITORING_API,
+    SCENARIOS,
+    render_scenario,
+    run_helm,
+    scenario_file,
+)
+
+# Chart.yaml's kubeVersion floor, a middle release, and the newest kubernetes-validate ships.
+KUBE_VERSIONS = ("1.29.0", "1.33.0", "1.37.0")
+OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+
+def test_scenarios_cover_the_required_cases():
+    assert {"defaults", "gpu", "custom-metric", "pvc", "remote", "everything"} <= set(SCENARIOS)
+
+
+def test_kube_version_floor_matches_oldest_validated():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == f">={KUBE_VERSIONS[0]}-0"
+
+
+@pytest.mark.parametrize("helm", HELMS)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_lint_strict(helm, scenario):
+    result = run_helm(
+        helm, "lint", "--strict", str(CHART), "-f", scenario_file(scenario), check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("helm", HELMS)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_helm3_and_helm4_render_the_same_objects(helm, scenario):
+    rendered = render_scenario(scenario, *MONITORING_API, helm=helm)
+    baseline = render_scenario(scenario, *MONITORING_API, helm="helm3")
+    assert rendered.objects == baseline.objects
+    assert len(rendered.objects) >= 10
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_objects_validate_strictly(scenario, kube_version):
+    rendered = render_scenario(scenario, *MONITORING_API)
+    errors, checked = [], 0
+    for obj in rendered.objects:
+        if obj["kind"] in OPERATOR_KINDS:
+            continue  # CRDs: no Kubernetes schema; checked by structure in test_monitoring.py
+        try:
+            kv.validate(obj, kube_version, strict=True)
+            checked += 1
+        except kv.ValidationError as err:
+            where = ".".join(str(p) for p in err.path)
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {where}: {err.message}")
+    assert not errors, "\n".join(errors)
+    assert checked >= 10
+
+
+def test_validation_is_strict_enough_to_catch_an_unknown_field(defaults):
+    deployment = defaults.deployment("tfserving")
+    broken = yaml.safe_load(yaml.safe_dump(deployment))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(kv.ValidationError):
+        kv.validate(broken, KUBE_VERSIONS[0], strict=True)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_object_is_namespaced_and_labelled(scenario):
+    for obj in render_scenario(scenario, *MONITORING_API).objects:
+        meta = obj["metadata"]
+        labels = meta["labels"]
+        assert meta.get("namespace"), f"{obj['kind']}/{meta['name']} has no namespace"
+        for key in (
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/version",
+            "app.kubernetes.io/managed-by",
+            "app.kubernetes.io/component",
+            "helm.sh/chart",
+        ):
+            assert key in labels, f"{obj['kind']}/{meta['name']} lacks label {key}"
+        assert len(meta["name"]) <= 63
