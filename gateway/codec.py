@@ -10,52 +10,43 @@ before anything is sent to a backend, and every message names the input it is ab
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from google.protobuf import json_format
 
+from gateway.dtypes import DT_STRING, CodecError, ValueProblem, dtype_info, quote
+from gateway.examples import fill_example
+from gateway.json_to_tensor import dense_shape, flatten, is_b64_object, make_tensor
 from gateway.proto import (
     classification_pb2,
-    example_pb2,
-    feature_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     input_pb2,
     regression_pb2,
     tensor_pb2,
-    types_pb2,
 )
-from gateway.tensors import (
-    MAX_RANK,
-    ValueProblem,
-    decode_b64,
-    dense_shape,
-    dtype_info,
-    dtype_name,
-    flatten,
-    float_json,
-    is_b64_object,
-    json_type,
-    make_tensor,
-    quote,
-    to_array,
-    to_json_value,
-)
+from gateway.tensor_to_json import float_json, to_array, to_json_value
+
+__all__ = [
+    "CodecError",
+    "PredictCall",
+    "Signature",
+    "TensorSpec",
+    "decode_examples_body",
+    "decode_predict_body",
+    "dumps",
+    "encode_classify_response",
+    "encode_predict_response",
+    "encode_regress_response",
+    "metadata_to_json",
+    "parse_json",
+    "signatures_from_metadata",
+    "status_to_json",
+]
 
 DEFAULT_SIGNATURE = "serving_default"
 _BYTES_SUFFIX = "_bytes"
-_FLOAT32_MAX = 3.4028234663852886e38
-
-
-class CodecError(Exception):
-    """A request or response the codec cannot convert; `status` is the HTTP status to answer."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -90,7 +81,7 @@ class PredictCall:
 def parse_json(raw: bytes) -> object:
     """Parse a request body. NaN/Infinity/-Infinity are accepted (as in TF Serving); nesting is
     bounded by the interpreter's recursion limit and reported as a parse error, never a crash."""
-    if not raw or not raw.strip():
+    if not raw or raw.isspace():
         raise CodecError("JSON Parse error: The document is empty")
     try:
         return json.loads(raw)
@@ -158,151 +149,139 @@ def decode_predict_body(body: object, signatures: Mapping[str, Signature]) -> Pr
     signature = signatures.get(name)
     if signature is None:
         raise CodecError(f'Serving signature name: "{name}" not found in signature def')
-    if not signature.inputs:
+    specs = signature.inputs
+    if not specs:
         raise CodecError(f"Failed to get input map for signature: {name}")
     has_instances, has_inputs = "instances" in body, "inputs" in body
     if has_instances and has_inputs:
         raise CodecError(f"JSON Value: {quote(body)} Not formatted correctly expecting only one of "
                          "'inputs' or 'instances' keys to exist ")
     if has_instances:
-        inputs = _decode_instances(body["instances"], body, signature.inputs)
+        rows = _rows_by_input(body["instances"], body, specs)
+        inputs = {key: _batch(key, rows[key], specs[key]) for key in specs}
     elif has_inputs:
-        inputs = _decode_inputs(body["inputs"], signature.inputs)
+        values = _values_by_input(body["inputs"], specs)
+        inputs = {key: _columnar(key, values[key], specs[key]) for key in specs}
     else:
         raise CodecError("Missing 'inputs' or 'instances' key")
-    for input_name, tensor in inputs.items():
-        _check_signature_shape(signature.inputs[input_name], tensor)
     return PredictCall(name, inputs, row_format=has_instances)
 
 
-def _tensor(value: object, spec: TensorSpec) -> tensor_pb2.TensorProto:
-    dtype = dtype_info(spec.dtype)
-    shape = dense_shape(value)
-    return make_tensor(flatten(value, shape), shape, dtype)
-
-
-def _decode_inputs(value: object, specs: dict[str, TensorSpec]) -> dict:
+def _values_by_input(value: object, specs: dict[str, TensorSpec]) -> dict[str, object]:
+    """Columnar `inputs`: one plain value/list for a single input, else an object by name."""
     if not isinstance(value, dict) or is_b64_object(value):
         if len(specs) > 1:
             raise CodecError("inputs is a plain value/list, but expecting an object as multiple "
                              "input tensors required as per tensorinfo_map")
-        named = {next(iter(specs)): value}
-    else:
-        for name in specs:
-            if name not in value:
-                raise CodecError(f"Missing named input: {name} in 'inputs' object.")
-        # TF Serving ignores extra names here; a typo then fails late or not at all, so refuse it.
-        for name in value:
-            if name not in specs:
-                raise CodecError(f"Input: {name} is not an input of the signature; its inputs "
-                                 f"are: {','.join(sorted(specs))}")
-        named = {name: value[name] for name in specs}
-    out = {}
-    for name, item in named.items():
-        try:
-            out[name] = _tensor(item, specs[name])
-        except ValueProblem as problem:
-            raise CodecError(f"{problem.message} (input: {name})", problem.status) from None
-    return out
+        return {next(iter(specs)): value}
+    for name in specs:
+        if name not in value:
+            raise CodecError(f"Missing named input: {name} in 'inputs' object.")
+    # TF Serving ignores extra names here; a typo then fails late or not at all, so refuse it.
+    for name in value:
+        if name not in specs:
+            raise CodecError(f"Input: {name} is not an input of the signature; its inputs are: "
+                             f"{','.join(sorted(specs))}")
+    return value
+
+
+def _columnar(name: str, value: object, spec: TensorSpec) -> tensor_pb2.TensorProto:
+    try:
+        shape = dense_shape(value)
+        tensor = make_tensor(flatten(value, shape), shape, dtype_info(spec.dtype))
+    except ValueProblem as problem:
+        raise CodecError(f"{problem.message} (input: {name})", problem.status) from None
+    _check_signature_shape(spec, shape)
+    return tensor
 
 
 def _is_element_object(value: object) -> bool:
     return isinstance(value, dict) and not is_b64_object(value)
 
 
-def _decode_instances(instances: object, body: dict, specs: dict[str, TensorSpec]) -> dict:
+def _rows_by_input(instances: object, body: dict, specs: dict[str, TensorSpec]) -> dict:
+    """Row `instances`: per input, the list of its per-instance values."""
     if not isinstance(instances, list):
         raise CodecError(f"JSON Value: {quote(body)} Excepting 'instances' to be an list/array")
     if not instances:
         raise CodecError(f"JSON Value: {quote(body)} No values in 'instances' array")
     objects = _is_element_object(instances[0])
-    if not objects and len(specs) > 1:
-        raise CodecError("instances is a plain list, but expecting list of objects as multiple "
-                         "input tensors required as per tensorinfo_map")
-    columns: dict[str, list] = {name: [] for name in specs}
+    if not objects:
+        if len(specs) > 1:
+            raise CodecError("instances is a plain list, but expecting list of objects as "
+                             "multiple input tensors required as per tensorinfo_map")
+        for index, element in enumerate(instances):
+            if _is_element_object(element):
+                raise CodecError(f"Expecting value/list but got object at item {index} of input "
+                                 "list")
+        return {next(iter(specs)): instances}
+    rows: dict[str, list] = {name: [] for name in specs}
     for index, element in enumerate(instances):
-        if objects != _is_element_object(element):
-            kind = "object but got list" if objects else "value/list but got object"
-            raise CodecError(f"Expecting {kind} at item {index} of input list")
-        items = element if objects else {next(iter(specs)): element}
-        for key in items:
-            if key not in specs:
+        if not _is_element_object(element):
+            raise CodecError(f"Expecting object but got list at item {index} of input list")
+        for key, value in element.items():
+            if key not in rows:
                 raise CodecError(f"Failed to process element: {index} key: {key} of 'instances' "
-                                 f"list. Error: INVALID_ARGUMENT: JSON object: does not have "
+                                 "list. Error: INVALID_ARGUMENT: JSON object: does not have "
                                  f"named input: {key}")
-        if objects and set(items) != set(specs):
+            rows[key].append(value)
+        if len(element) != len(specs):
             raise CodecError(f"Failed to process element: {index} of 'instances' list. JSON "
                              f"object: {quote(element)} keys must be equal to: "
                              f"{','.join(sorted(specs))}")
-        for key, value in items.items():
-            columns[key].append(value)
-    return {name: _batch(name, column, specs[name]) for name, column in columns.items()}
+    return rows
 
 
 def _batch(name: str, rows: list, spec: TensorSpec) -> tensor_pb2.TensorProto:
-    """Stack one input's per-instance values into a [len(rows), ...] tensor."""
-    first_shape = None
-    leaves: list = []
+    """Stack one input's per-instance values into a [len(rows), ...] tensor.
+
+    Fast path: the rows as one nested list (dense only if every row has the first row's shape).
+    Any problem is then re-diagnosed row by row for TF Serving's per-element message."""
+    try:
+        shape = dense_shape(rows)
+        tensor = make_tensor(flatten(rows, shape), shape, dtype_info(spec.dtype))
+    except ValueProblem as problem:
+        # Rows fine one by one but not together can only mean the batch is nested too deep.
+        index, problem = _first_bad_row(rows, spec) or (0, problem)
+        raise CodecError(f"Failed to process element: {index} key: {name} of 'instances' list. "
+                         f"Error: INVALID_ARGUMENT: {problem.message}", problem.status) from None
+    _check_signature_shape(spec, shape)
+    return tensor
+
+
+def _first_bad_row(rows: list, spec: TensorSpec) -> tuple[int, ValueProblem] | None:
+    first_shape, first_size = None, 0
     for index, row in enumerate(rows):
         try:
             shape = dense_shape(row)
+            leaves = flatten(row, shape)
+            make_tensor(leaves, shape, dtype_info(spec.dtype))
             if first_shape is None:
-                first_shape = shape
-            row_leaves = flatten(row, shape)
-            if shape != first_shape:
-                size = _count(first_shape)
-                if len(row_leaves) != size:
-                    raise ValueProblem(f"Expecting tensor size: {size} but got: {len(row_leaves)}")
+                first_shape, first_size = shape, len(leaves)
+            elif len(leaves) != first_size:
+                raise ValueProblem(f"Expecting tensor size: {first_size} but got: {len(leaves)}")
+            elif shape != first_shape:
                 raise ValueProblem(f"Expecting shape {_shape_text(first_shape)} but got: "
                                    f"{_shape_text(shape)}")
         except ValueProblem as problem:
-            raise CodecError(f"Failed to process element: {index} key: {name} of 'instances' "
-                             f"list. Error: INVALID_ARGUMENT: {problem.message}",
-                             problem.status) from None
-        leaves.extend(row_leaves)
-    shape = [len(rows), *first_shape]
-    if len(shape) > MAX_RANK:
-        raise CodecError(f"JSON list nesting deeper than {MAX_RANK} levels (input: {name})")
-    try:
-        return make_tensor(leaves, shape, dtype_info(spec.dtype))
-    except ValueProblem as problem:
-        index = _failing_row(rows, spec)
-        raise CodecError(f"Failed to process element: {index} key: {name} of 'instances' list. "
-                         f"Error: INVALID_ARGUMENT: {problem.message}", problem.status) from None
-
-
-def _failing_row(rows: list, spec: TensorSpec) -> int:
-    for index, row in enumerate(rows):
-        try:
-            _tensor(row, spec)
-        except (ValueProblem, CodecError):
-            return index
-    return 0
-
-
-def _count(shape: list[int]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
+            return index, problem
+    return None
 
 
 def _shape_text(shape) -> str:
     return "[" + ",".join(str(s) for s in shape) + "]"
 
 
-def _check_signature_shape(spec: TensorSpec, tensor: tensor_pb2.TensorProto) -> None:
+def _check_signature_shape(spec: TensorSpec, shape: list[int]) -> None:
     """Stricter than TF Serving (which leaves this to the model at run time): a tensor whose rank
     or a known dimension disagrees with the signature is refused before any backend call."""
-    if spec.shape is None:
+    want = spec.shape
+    if want is None or (len(shape) == len(want)
+                        and all(w == -1 or w == g for w, g in zip(want, shape, strict=True))):
         return
-    got = [d.size for d in tensor.tensor_shape.dim]
-    if len(got) == len(spec.shape) and all(w in (-1, g) for w, g in zip(spec.shape, got,
-                                                                          strict=True)):
-        return
-    raise CodecError(f"Input: {spec.name} has shape {_shape_text(got)} but the signature "
-                     f"expects shape {_shape_text(spec.shape)} (-1 = any size) of dtype "
-                     f"{dtype_name(spec.dtype)}")
+    raise CodecError(f"Input: {spec.name} has shape {_shape_text(shape)} but the signature "
+                     f"expects shape {_shape_text(want)} (-1 = any size) of dtype "
+                     f"{dtype_info(spec.dtype).name}")
 
 
 def encode_predict_response(outputs: Mapping[str, tensor_pb2.TensorProto],
@@ -334,7 +313,7 @@ def encode_predict_response(outputs: Mapping[str, tensor_pb2.TensorProto],
 
 
 def _is_bytes(name: str, tensor: tensor_pb2.TensorProto) -> bool:
-    return tensor.dtype == types_pb2.DT_STRING and name.endswith(_BYTES_SUFFIX)
+    return tensor.dtype == DT_STRING and name.endswith(_BYTES_SUFFIX)
 
 
 # --- classify / regress ------------------------------------------------------------------------
@@ -347,10 +326,9 @@ def decode_examples_body(body: object, method: str) -> tuple[str, input_pb2.Inpu
     body = _require_object(body)
     name = _signature_name(body)
     request_input = input_pb2.Input()
-    context = body.get("context")
     if "context" in body:
         target = request_input.example_list_with_context
-        _fill_example(context, target.context)
+        _example(body["context"], target.context)
     else:
         target = request_input.example_list
     if "examples" not in body:
@@ -363,58 +341,15 @@ def decode_examples_body(body: object, method: str) -> tuple[str, input_pb2.Inpu
     if not examples:
         raise CodecError(f"JSON Value: {quote(body)} 'examples' value is an empty array")
     for example in examples:
-        _fill_example(example, target.examples.add())
+        _example(example, target.examples.add())
     return name, request_input
 
 
-def _fill_example(value: object, example: example_pb2.Example) -> None:
-    if not isinstance(value, dict):
-        raise CodecError(f"Example must be JSON object but got JSON {json_type(value)}")
-    for name, content in value.items():
-        feature = example.features.feature[name]
-        for item in content if isinstance(content, list) else [content]:
-            _add_feature_value(name, item, feature)
-
-
-_FEATURE_KINDS = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}
-_INT64_MIN, _INT64_MAX, _UINT64_MAX = -(1 << 63), (1 << 63) - 1, (1 << 64) - 1
-
-
-def _add_feature_value(name: str, value: object, feature: feature_pb2.Feature) -> None:
-    if value is None or isinstance(value, list) or (isinstance(value, dict)
-                                                     and not is_b64_object(value)):
-        raise CodecError(f"Feature: {name} has element with unexpected JSON type: "
-                         f"{json_type(value)}")
-    if isinstance(value, bool):
-        kind, item = "int64_list", int(value)
-    elif isinstance(value, int) and value <= _UINT64_MAX:
-        if value > _INT64_MAX or value < _INT64_MIN:
-            raise CodecError(f"Feature: {name} has uint64 element. Only int64 is supported.")
-        kind, item = "int64_list", value
-    elif isinstance(value, int | float):
-        # rapidjson reads an integer beyond uint64 as a double, so it becomes a float feature.
-        try:
-            item = float(value)
-        except OverflowError:
-            item = math.inf if value > 0 else -math.inf
-        if isinstance(value, int) and math.isinf(item) or \
-                math.isfinite(item) and abs(item) > _FLOAT32_MAX:
-            raise CodecError(f"Cannot convert JSON value: {quote(value)} to float without loss "
-                             "of precision.")
-        kind = "float_list"
-    elif isinstance(value, str):
-        kind, item = "bytes_list", value.encode("utf-8", "surrogatepass")
-    else:
-        kind = "bytes_list"
-        try:
-            item = decode_b64(value)
-        except ValueProblem as problem:
-            raise CodecError(f"{problem.message} (feature: {name})") from None
-    current = feature.WhichOneof("kind")
-    if current not in (None, kind):
-        raise CodecError(f"Unexpected element type in feature: {name} expecting type: "
-                         f"{_FEATURE_KINDS[current]}")
-    getattr(feature, kind).value.append(item)
+def _example(value: object, example) -> None:
+    try:
+        fill_example(value, example)
+    except ValueProblem as problem:
+        raise CodecError(problem.message, problem.status) from None
 
 
 def encode_classify_response(result: classification_pb2.ClassificationResult) -> dict:

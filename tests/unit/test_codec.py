@@ -1,7 +1,7 @@
 """gateway.codec: TF Serving's REST JSON <-> protobuf, as a client of the gateway sees it.
 
 Tables of (JSON in -> tensor out) and (bad JSON -> TF Serving's message, naming the input).
-No TensorFlow here: tensors are read back with gateway.tensors.to_array.
+No TensorFlow here: tensors are read back with gateway.tensor_to_json.to_array.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from gateway.proto import (
     tensor_pb2,
     types_pb2,
 )
-from gateway.tensors import to_array
+from gateway.tensor_to_json import to_array
 
 DT = types_pb2
 

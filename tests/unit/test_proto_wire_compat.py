@@ -475,7 +475,8 @@ def test_digits_png_b64_in_and_bytes_out(models_root, loaded):
 # --- the gateway's modules never load TensorFlow ------------------------------------------------
 
 def test_gateway_codec_and_protos_import_without_tensorflow():
-    modules = ["gateway.codec", "gateway.tensors"] + [
+    modules = ["gateway.codec", "gateway.dtypes", "gateway.json_to_tensor",
+               "gateway.tensor_to_json", "gateway.examples"] + [
         f"gateway.proto.{p.stem}" for p in sorted(PROTO_DIR.glob("*_pb2*.py"))]
     script = (
         "import importlib, json, sys\n"
