@@ -141,10 +141,10 @@ def test_gateway_discovers_tf_serving(defaults):
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["TFSTACK_DISCOVERY"] == "endpointslices"
     assert env["TFSTACK_BACKENDS"] == f"{RELEASE}-tfstack-tfserving.serving.svc.cluster.local:8500"
-    assert env["TFSTACK_ENDPOINTSLICE_SERVICE"] == f"{RELEASE}-tfstack-tfserving"
-    assert env["TFSTACK_ENDPOINTSLICE_NAMESPACE"] == {
-        "fieldRef": {"fieldPath": "metadata.namespace"}
-    }
+    assert env["TFSTACK_DISCOVERY_SERVICE"] == f"{RELEASE}-tfstack-tfserving"
+    assert env["TFSTACK_DISCOVERY_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["TFSTACK_DISCOVERY_PORT_NAME"] == "grpc"
+    assert env["TFSTACK_GRACEFUL_TIMEOUT_S"] == "23"  # 30 s grace - 5 s preStop - 2 s margin
     assert env["TFSTACK_BIND"] == "0.0.0.0:8080"
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
@@ -181,7 +181,7 @@ def test_dns_discovery_needs_no_rbac_or_token(everything):
     assert spec["automountServiceAccountToken"] is False
     env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
     assert env["TFSTACK_DISCOVERY"] == "dns"
-    assert "TFSTACK_ENDPOINTSLICE_SERVICE" not in env
+    assert "TFSTACK_DISCOVERY_SERVICE" not in env
     assert env["TFSTACK_EXTRA"] == "1"
 
 
@@ -350,3 +350,33 @@ def test_pod_monitor_replaces_the_tf_serving_service_monitor(everything):
     assert everything.of_kind("ServiceMonitor")[0]["metadata"]["labels"]["release"] == (
         "kube-prometheus-stack"
     )
+
+
+@pytest.mark.parametrize("scenario", ["defaults", "everything"])
+def test_gateway_accepts_the_environment_the_chart_gives_it(scenario):
+    """The gateway's own parsers (settings and discovery) take the rendered environment as is."""
+    from gateway.discovery import DiscoveryConfig
+    from gateway.settings import load_settings
+
+    container = render_scenario(scenario).container("gateway")
+    env = {}
+    for var in container["env"]:
+        if "valueFrom" in var:  # the downward API's metadata.namespace
+            assert var["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+            env[var["name"]] = "serving"
+        else:
+            env[var["name"]] = var["value"]
+    settings = load_settings(env)
+    assert settings.bind == "0.0.0.0:8080"
+    assert settings.workers == 2 and settings.deadline_ms == 10000
+    discovery = DiscoveryConfig.from_env(env)
+    assert discovery.mode == env["TFSTACK_DISCOVERY"]
+    if discovery.mode == "endpointslices":
+        assert (discovery.service, discovery.namespace, discovery.port_name) == (
+            f"{RELEASE}-tfstack-tfserving",
+            "serving",
+            "grpc",
+        )
+    else:
+        dns_name = f"{RELEASE}-tfstack-tfserving.serving.svc.cluster.local:8500"
+        assert discovery.backends == (dns_name,)
