@@ -8,9 +8,13 @@ The decision is a counter check under one lock: no I/O, no allocation on the hot
 are preallocated); about a microsecond (bench/balancing_admission_cost.py, docs/resilience.md).
 
 Default bound, from the worker model: gunicorn's gthread worker runs `threads` requests at a time
-and queues the rest. Admitting all `threads` would leave nothing free to say "429" quickly or to
-answer /healthz and /metrics, so the default admits three quarters of them (at least 1):
-8 threads → 6 in flight per worker.
+and queues the rest where the app cannot see them. The default admits all but one thread's worth
+(at least 1): the spare thread answers 429s, /healthz and /metrics at once while the others wait on
+the backends. For stronger shedding give the worker more threads than it admits (e.g.
+`TFSTACK_THREADS=16 TFSTACK_MAX_INFLIGHT=8`): the extra threads turn excess requests away quickly
+instead of leaving them queued in gunicorn. A per-worker bound over sticky keep-alive connections
+can refuse a little early when connections are spread unevenly over workers; measured in
+docs/resilience.md.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ class Rejection:
 
 
 def default_max_inflight(threads: int) -> int:
-    """Three quarters of a gthread worker's threads, at least 1 (see the module docstring)."""
-    return max(1, threads * 3 // 4)
+    """All but one of a gthread worker's threads, at least 1 (see the module docstring)."""
+    return max(1, threads - 1)
 
 
 def parse_model_limits(text: str) -> dict[str, int]:

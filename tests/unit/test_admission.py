@@ -16,8 +16,8 @@ from gateway.admission import (
 )
 
 
-@pytest.mark.parametrize(("threads", "expected"), [(1, 1), (2, 1), (4, 3), (8, 6), (32, 24)])
-def test_default_leaves_a_quarter_of_the_threads_free(threads, expected):
+@pytest.mark.parametrize(("threads", "expected"), [(1, 1), (2, 1), (4, 3), (8, 7), (32, 31)])
+def test_default_leaves_one_thread_free(threads, expected):
     assert default_max_inflight(threads) == expected
 
 
@@ -127,7 +127,7 @@ def test_parse_model_limits_rejects(text):
 
 def test_from_env_defaults_and_overrides():
     admission = admission_from_env(threads=8, environ={})
-    assert admission.max_inflight == 6
+    assert admission.max_inflight == 7
     assert admission.model_limits == {}
     admission = admission_from_env(threads=8, environ={
         "TFSTACK_MAX_INFLIGHT": "20", "TFSTACK_MODEL_MAX_INFLIGHT": "digits=3",
