@@ -1,4 +1,4 @@
-"""Build the example SavedModels: `python -m model_repo.build [--out DIR] [--force]`.
+"""Build the example SavedModels: `python -m model_repo.build [--out DIR] [--force] [--only NAME]`.
 
 Writes TF Serving's layout `<out>/<name>/<version>/saved_model.pb + variables/`. Each model keeps a
 stamp next to its versions: a hash of the build code, of its parameters and of the versions of
@@ -68,8 +68,11 @@ def up_to_date(out: Path, name: str) -> bool:
     )
 
 
-def stale_models(out: Path = DEFAULT_OUT, force: bool = False) -> list[str]:
-    return [name for name in MODELS if force or not up_to_date(out, name)]
+def stale_models(
+    out: Path = DEFAULT_OUT, force: bool = False, only: list[str] | None = None
+) -> list[str]:
+    names = [name for name in MODELS if not only or name in only]
+    return [name for name in names if force or not up_to_date(out, name)]
 
 
 @contextmanager
@@ -84,13 +87,15 @@ def _locked(out: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def build(out: Path = DEFAULT_OUT, force: bool = False, log=print) -> list[str]:
-    """Build every stale model into `out`; returns the names built."""
+def build(
+    out: Path = DEFAULT_OUT, force: bool = False, log=print, only: list[str] | None = None
+) -> list[str]:
+    """Build every stale model (of `only`, if given) into `out`; returns the names built."""
     out = Path(out).resolve()
     with _locked(out):
-        todo = stale_models(out, force)
+        todo = stale_models(out, force, only)
         for name in MODELS:
-            if name not in todo:
+            if name not in todo and (not only or name in only):
                 log(f"skip   {name}: up to date ({out / name})")
         if not todo:
             return []
@@ -162,10 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"models root (default {DEFAULT_OUT})"
     )
-    parser.add_argument("--force", action="store_true", help="rebuild every model")
+    parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    parser.add_argument(
+        "--only", action="append", choices=list(MODELS), help="build just this model (repeatable)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
-    build(args.out, args.force, log=lambda line: print(line, flush=True))
+    build(args.out, args.force, log=lambda line: print(line, flush=True), only=args.only)
     return 0
 
 
