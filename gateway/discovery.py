@@ -240,6 +240,7 @@ class EndpointSliceDiscovery(_Worker):
         namespace: str,
         port_name: str = "grpc",
         api_client: object | None = None,
+        api_url: str = "",
         watch_timeout_s: int = 300,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
@@ -249,6 +250,7 @@ class EndpointSliceDiscovery(_Worker):
             raise ValueError("EndpointSlice discovery needs a service and a namespace")
         self.service, self.namespace, self.port_name = service, namespace, port_name
         self._api_client = api_client
+        self._api_url = api_url
         self._watch_timeout_s = watch_timeout_s
         self._backoff = (backoff_base_s, backoff_max_s)
         self._slices: dict[str, frozenset[str]] = {}
@@ -305,8 +307,11 @@ class EndpointSliceDiscovery(_Worker):
         from kubernetes import client, config
 
         if self._api_client is None:
-            configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)
+            if self._api_url:  # e.g. `kubectl proxy` when running outside a pod
+                configuration = client.Configuration(host=self._api_url)
+            else:
+                configuration = client.Configuration()
+                config.load_incluster_config(client_configuration=configuration)
             self._api_client = client.ApiClient(configuration)
         return client.DiscoveryV1Api(self._api_client)
 
@@ -363,6 +368,7 @@ class DiscoveryConfig:
     namespace: str = ""  # endpointslices: default, the gateway pod's own namespace
     port_name: str = "grpc"  # endpointslices: the Service port to use, by name
     dns_interval_s: float = 5.0
+    api_url: str = ""  # endpointslices: Kubernetes API base URL; empty: in-cluster config
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> DiscoveryConfig:
@@ -395,14 +401,17 @@ class DiscoveryConfig:
                 f"TFSTACK_DISCOVERY_DNS_INTERVAL_S must be 0.1..3600, not {raw_interval!r}"
             )
         return cls(mode, backends, service, namespace,
-                   environ.get("TFSTACK_DISCOVERY_PORT_NAME", "grpc").strip(), interval)
+                   environ.get("TFSTACK_DISCOVERY_PORT_NAME", "grpc").strip(), interval,
+                   environ.get("TFSTACK_DISCOVERY_API_URL", "").strip())
 
     def build(self) -> Discovery:
         """The source this configuration selects (not started)."""
         if self.mode == "dns":
             return DnsDiscovery(self.backends, interval_s=self.dns_interval_s)
         if self.mode == "endpointslices":
-            return EndpointSliceDiscovery(self.service, self.namespace, self.port_name)
+            return EndpointSliceDiscovery(
+                self.service, self.namespace, self.port_name, api_url=self.api_url
+            )
         return StaticDiscovery(self.backends)
 
 

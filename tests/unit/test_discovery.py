@@ -193,7 +193,9 @@ def test_config_selects_dns_and_endpointslices():
     slices = DiscoveryConfig.from_env({
         "TFSTACK_DISCOVERY": "EndpointSlices", "TFSTACK_DISCOVERY_SERVICE": "tfs",
         "TFSTACK_DISCOVERY_NAMESPACE": "serving",
+        "TFSTACK_DISCOVERY_API_URL": "http://127.0.0.1:8001",
     })
+    assert slices.api_url == "http://127.0.0.1:8001"
     built = slices.build()
     assert isinstance(built, EndpointSliceDiscovery)
     assert (built.service, built.namespace, built.port_name) == ("tfs", "serving", "grpc")

@@ -324,3 +324,17 @@ def test_stop_ends_the_watch_promptly(api_server, discovery):
     discovery.stop()
     assert time.monotonic() - start < 2
     assert not discovery._thread.is_alive()
+
+
+def test_api_url_points_the_client_at_a_kube_api_proxy(api_server):
+    """Outside a pod (e.g. behind `kubectl proxy`) the API base URL is given instead."""
+    api_server.put("tfs-a", [("10.0.0.1", True)])
+    found = EndpointSliceDiscovery(SERVICE, NAMESPACE, "grpc", api_url=api_server.url)
+    recorder = Recorder()
+    found.subscribe(recorder)
+    found.start()
+    try:
+        recorder.wait_for({"10.0.0.1:8500"}, timeout=5)
+    finally:
+        found.stop()
+        found._api_client.close()
