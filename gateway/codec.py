@@ -97,8 +97,11 @@ def parse_json(raw: bytes) -> object:
 
 
 def dumps(obj: object) -> bytes:
-    """Response JSON. Non-finite floats are written as NaN/Infinity/-Infinity, like TF Serving."""
-    return json.dumps(obj, ensure_ascii=False, allow_nan=True, separators=(",", ":")).encode()
+    """Response JSON. Non-finite floats are written as NaN/Infinity/-Infinity, like TF Serving.
+
+    ASCII-only (non-ASCII as \\u escapes): always valid, even when an error message quotes a
+    client's lone surrogate."""
+    return json.dumps(obj, allow_nan=True, separators=(",", ":")).encode("ascii")
 
 
 # --- signatures --------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def test_parse_json_accepts_nan_and_infinity_tokens():
         ({"predictions": [2.5, 3.0, 4.5]}, b'{"predictions":[2.5,3.0,4.5]}'),
         ({"x": [9223372036854775807, -9223372036854775808]},
          b'{"x":[9223372036854775807,-9223372036854775808]}'),
-        ({"s": "h\u00e9"}, '{"s":"h\u00e9"}'.encode()),
+        ({"s": "h\u00e9\ud800"}, b'{"s":"h\\u00e9\\ud800"}'),  # lone surrogate: still valid
     ],
 )
 def test_dumps(obj, text):
@@ -286,6 +286,12 @@ def test_request_errors(body, inputs, text):
     assert err.value.status == 400
 
 
+def test_error_quoting_a_lone_surrogate_still_renders():
+    with pytest.raises(codec.CodecError) as err:
+        decode(b'{"inputs": ["\\ud800"]}', sig({"x": F}))
+    assert b"ud800" in codec.dumps({"error": err.value.message})
+
+
 def test_error_messages_stay_short_on_huge_bodies():
     body = {"inputs": ["x" * 1_000_000]}
     with pytest.raises(codec.CodecError) as err:
@@ -390,8 +396,8 @@ RESPONSES = [
     ({"y": tensor(DT.DT_FLOAT, [2])}, True, '{"predictions":[0.0,0.0]}'),
     ({"y": tensor(DT.DT_FLOAT, [0, 3])}, True, '{"predictions":[]}'),
     ({"y": tensor(DT.DT_FLOAT, [], float_val=[1.5])}, False, '{"outputs":1.5}'),
-    ({"label": tensor(DT.DT_STRING, [2], string_val=[b"7", "\u00e9".encode()])}, True,
-     '{"predictions":["7","\u00e9"]}'),
+    ({"label": tensor(DT.DT_STRING, [3], string_val=[b"7", "\u00e9".encode(), b"\xff"])}, True,
+     '{"predictions":["7","\\u00e9","\\ufffd"]}'),
     ({"thumbnail_bytes": tensor(DT.DT_STRING, [1], string_val=[b"\x89PNG"])}, True,
      '{"predictions":[{"b64":"iVBORw=="}]}'),
     ({"a": tensor(DT.DT_FLOAT, [2], float_val=[1, 2]),

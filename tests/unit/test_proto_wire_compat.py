@@ -238,6 +238,15 @@ def test_predict_request_and_response():
     assert theirs.model_spec.version_label == "canary"
 
 
+def test_metadata_request():
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = "digits"
+    request.model_spec.version_label = "canary"
+    theirs = both_ways(request, tfs_get_model_metadata_pb2.GetModelMetadataRequest)
+    assert list(theirs.metadata_field) == ["signature_def"]
+    assert theirs.model_spec.WhichOneof("version_choice") == "version_label"
+
+
 def test_unknown_official_fields_survive_a_pass_through_the_gateway():
     official = tfs_predict_pb2.PredictRequest(client_id=b"abc")
     official.request_options.deterministic_mode = 1
