@@ -12,6 +12,7 @@ from tests.chart.conftest import (
     HELMS,
     MONITORING_API,
     SCENARIOS,
+    render,
     render_scenario,
     run_helm,
     scenario_file,
@@ -92,3 +93,26 @@ def test_every_object_is_namespaced_and_labelled(scenario):
         ):
             assert key in labels, f"{obj['kind']}/{meta['name']} lacks label {key}"
         assert len(meta["name"]) <= 63
+
+
+KIND_VALUES = {
+    "kind": ("ci/kind/values-kind.yaml",),
+    "kind-prometheus": ("ci/kind/values-kind.yaml", "ci/kind/values-kind-prometheus.yaml"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KIND_VALUES))
+def test_kind_run_values_lint_and_validate(name):
+    """The values ci/kind/04-install.sh installs with are held to the same bar."""
+    args = [arg for path in KIND_VALUES[name] for arg in ("-f", str(CHART.parents[1] / path))]
+    args += ["--set", "fullnameOverride=tfstack"]
+    for helm in HELMS:
+        result = run_helm(helm, "lint", "--strict", str(CHART), *args, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+    rendered = render(*args, *MONITORING_API)
+    for obj in rendered.objects:
+        if obj["kind"] not in OPERATOR_KINDS:
+            kv.validate(obj, KUBE_VERSIONS[-1], strict=True)
+    container = rendered.container("tfserving")
+    assert container["resources"]["requests"]["cpu"] == "250m"
+    assert rendered.deployment("tfserving")["metadata"]["name"] == "tfstack-tfserving"

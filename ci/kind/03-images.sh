@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Step 3: build the gateway and models images and load them (and TF Serving's) into the kind nodes.
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+need docker "building images needs a container engine"
+need kind "install kind"
+
+cd "$ROOT"
+if [ "$DRY_RUN" = 1 ] || [ ! -d model_repo/models ]; then
+  run .venv/bin/python -m model_repo.build
+fi
+# The init container copies the models as the TF Serving pod's non-root uid.
+run chmod -R a+rX model_repo/models
+run docker build -f gateway/Dockerfile -t "$GATEWAY_IMAGE" .
+run docker build -f model_repo/Dockerfile -t "$MODELS_IMAGE" model_repo
+run docker pull "$TFSERVING_IMAGE"
+for image in "$GATEWAY_IMAGE" "$MODELS_IMAGE" "$TFSERVING_IMAGE"; do
+  run kind load docker-image --name "$CLUSTER" "$image"
+done
