@@ -107,7 +107,9 @@ def dumps(obj: object) -> bytes:
 # --- signatures --------------------------------------------------------------------------------
 
 def _spec(name: str, info) -> TensorSpec:
-    shape = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
+    # A sparse or composite (e.g. ragged) input is not one dense tensor: no shape to check.
+    dense = info.WhichOneof("encoding") in ("name", None) and not info.tensor_shape.unknown_rank
+    shape = tuple(d.size for d in info.tensor_shape.dim) if dense else None
     return TensorSpec(name, info.dtype, shape)
 
 
@@ -331,7 +333,7 @@ def decode_examples_body(body: object, method: str) -> tuple[str, input_pb2.Inpu
     request_input = input_pb2.Input()
     if "context" in body:
         target = request_input.example_list_with_context
-        _example(body["context"], target.context)
+        fill_example(body["context"], target.context)
     else:
         target = request_input.example_list
     if "examples" not in body:
@@ -344,15 +346,8 @@ def decode_examples_body(body: object, method: str) -> tuple[str, input_pb2.Inpu
     if not examples:
         raise CodecError(f"JSON Value: {quote(body)} 'examples' value is an empty array")
     for example in examples:
-        _example(example, target.examples.add())
+        fill_example(example, target.examples.add())
     return name, request_input
-
-
-def _example(value: object, example) -> None:
-    try:
-        fill_example(value, example)
-    except ValueProblem as problem:
-        raise CodecError(problem.message, problem.status) from None
 
 
 def encode_classify_response(result: classification_pb2.ClassificationResult) -> dict:

@@ -27,12 +27,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from gateway.proto import struct_pb2 as gateway_dot_proto_dot_struct__pb2
 from gateway.proto import tensor_pb2 as gateway_dot_proto_dot_tensor__pb2
 from gateway.proto import tensor_shape_pb2 as gateway_dot_proto_dot_tensor__shape__pb2
 from gateway.proto import types_pb2 as gateway_dot_proto_dot_types__pb2
 
 
-DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\n\x1egateway/proto/meta_graph.proto\x12\ntensorflow\x1a\x1agateway/proto/tensor.proto\x1a gateway/proto/tensor_shape.proto\x1a\x19gateway/proto/types.proto\"\xa0\x02\n\nTensorInfo\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12\x36\n\ncoo_sparse\x18\x04 \x01(\x0b\x32 .tensorflow.TensorInfo.CooSparseH\x00\x12#\n\x05\x64type\x18\x02 \x01(\x0e\x32\x14.tensorflow.DataType\x12\x32\n\x0ctensor_shape\x18\x03 \x01(\x0b\x32\x1c.tensorflow.TensorShapeProto\x1a\x65\n\tCooSparse\x12\x1a\n\x12values_tensor_name\x18\x01 \x01(\t\x12\x1b\n\x13indices_tensor_name\x18\x02 \x01(\t\x12\x1f\n\x17\x64\x65nse_shape_tensor_name\x18\x03 \x01(\tB\n\n\x08\x65ncoding\"\xa4\x03\n\x0cSignatureDef\x12\x34\n\x06inputs\x18\x01 \x03(\x0b\x32$.tensorflow.SignatureDef.InputsEntry\x12\x36\n\x07outputs\x18\x02 \x03(\x0b\x32%.tensorflow.SignatureDef.OutputsEntry\x12\x13\n\x0bmethod_name\x18\x03 \x01(\t\x12\x38\n\x08\x64\x65\x66\x61ults\x18\x04 \x03(\x0b\x32&.tensorflow.SignatureDef.DefaultsEntry\x1a\x45\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.tensorflow.TensorInfo:\x02\x38\x01\x1a\x46\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.tensorflow.TensorInfo:\x02\x38\x01\x1aH\n\rDefaultsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.tensorflow.TensorProto:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\n\x1egateway/proto/meta_graph.proto\x12\ntensorflow\x1a\x1agateway/proto/struct.proto\x1a\x1agateway/proto/tensor.proto\x1a gateway/proto/tensor_shape.proto\x1a\x19gateway/proto/types.proto\"\xd1\x03\n\nTensorInfo\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12\x36\n\ncoo_sparse\x18\x04 \x01(\x0b\x32 .tensorflow.TensorInfo.CooSparseH\x00\x12\x42\n\x10\x63omposite_tensor\x18\x05 \x01(\x0b\x32&.tensorflow.TensorInfo.CompositeTensorH\x00\x12#\n\x05\x64type\x18\x02 \x01(\x0e\x32\x14.tensorflow.DataType\x12\x32\n\x0ctensor_shape\x18\x03 \x01(\x0b\x32\x1c.tensorflow.TensorShapeProto\x1a\x65\n\tCooSparse\x12\x1a\n\x12values_tensor_name\x18\x01 \x01(\t\x12\x1b\n\x13indices_tensor_name\x18\x02 \x01(\t\x12\x1f\n\x17\x64\x65nse_shape_tensor_name\x18\x03 \x01(\t\x1ak\n\x0f\x43ompositeTensor\x12,\n\ttype_spec\x18\x01 \x01(\x0b\x32\x19.tensorflow.TypeSpecProto\x12*\n\ncomponents\x18\x02 \x03(\x0b\x32\x16.tensorflow.TensorInfoB\n\n\x08\x65ncoding\"\xa4\x03\n\x0cSignatureDef\x12\x34\n\x06inputs\x18\x01 \x03(\x0b\x32$.tensorflow.SignatureDef.InputsEntry\x12\x36\n\x07outputs\x18\x02 \x03(\x0b\x32%.tensorflow.SignatureDef.OutputsEntry\x12\x13\n\x0bmethod_name\x18\x03 \x01(\t\x12\x38\n\x08\x64\x65\x66\x61ults\x18\x04 \x03(\x0b\x32&.tensorflow.SignatureDef.DefaultsEntry\x1a\x45\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.tensorflow.TensorInfo:\x02\x38\x01\x1a\x46\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.tensorflow.TensorInfo:\x02\x38\x01\x1aH\n\rDefaultsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.tensorflow.TensorProto:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,16 +46,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNATUREDEF_OUTPUTSENTRY']._serialized_options = b'8\001'
   _globals['_SIGNATUREDEF_DEFAULTSENTRY']._loaded_options = None
   _globals['_SIGNATUREDEF_DEFAULTSENTRY']._serialized_options = b'8\001'
-  _globals['_TENSORINFO']._serialized_start=136
-  _globals['_TENSORINFO']._serialized_end=424
-  _globals['_TENSORINFO_COOSPARSE']._serialized_start=311
-  _globals['_TENSORINFO_COOSPARSE']._serialized_end=412
-  _globals['_SIGNATUREDEF']._serialized_start=427
-  _globals['_SIGNATUREDEF']._serialized_end=847
-  _globals['_SIGNATUREDEF_INPUTSENTRY']._serialized_start=632
-  _globals['_SIGNATUREDEF_INPUTSENTRY']._serialized_end=701
-  _globals['_SIGNATUREDEF_OUTPUTSENTRY']._serialized_start=703
-  _globals['_SIGNATUREDEF_OUTPUTSENTRY']._serialized_end=773
-  _globals['_SIGNATUREDEF_DEFAULTSENTRY']._serialized_start=775
-  _globals['_SIGNATUREDEF_DEFAULTSENTRY']._serialized_end=847
+  _globals['_TENSORINFO']._serialized_start=164
+  _globals['_TENSORINFO']._serialized_end=629
+  _globals['_TENSORINFO_COOSPARSE']._serialized_start=407
+  _globals['_TENSORINFO_COOSPARSE']._serialized_end=508
+  _globals['_TENSORINFO_COMPOSITETENSOR']._serialized_start=510
+  _globals['_TENSORINFO_COMPOSITETENSOR']._serialized_end=617
+  _globals['_SIGNATUREDEF']._serialized_start=632
+  _globals['_SIGNATUREDEF']._serialized_end=1052
+  _globals['_SIGNATUREDEF_INPUTSENTRY']._serialized_start=837
+  _globals['_SIGNATUREDEF_INPUTSENTRY']._serialized_end=906
+  _globals['_SIGNATUREDEF_OUTPUTSENTRY']._serialized_start=908
+  _globals['_SIGNATUREDEF_OUTPUTSENTRY']._serialized_end=978
+  _globals['_SIGNATUREDEF_DEFAULTSENTRY']._serialized_start=980
+  _globals['_SIGNATUREDEF_DEFAULTSENTRY']._serialized_end=1052
 # @@protoc_insertion_point(module_scope)

@@ -24,8 +24,7 @@ from google.protobuf import descriptor_pool, json_format
 from tensorflow.core.example import example_pb2 as tf_example_pb2
 from tensorflow.core.framework import tensor_pb2 as tf_tensor_pb2
 from tensorflow.core.framework import types_pb2 as tf_types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2 as tf_meta_graph_pb2
-from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.core.protobuf import saved_model_pb2, struct_pb2
 from tensorflow_serving.apis import (
     classification_pb2 as tfs_classification_pb2,
 )
@@ -65,7 +64,6 @@ from gateway.proto import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
-    meta_graph_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -366,11 +364,35 @@ def test_metadata_with_any_packed_signature_map(models_root, model):
     assert unpacked == official_map
 
 
-def test_tensor_info_composite_tensor_is_preserved():
-    info = tf_meta_graph_pb2.TensorInfo(dtype=tf_types_pb2.DT_FLOAT)
-    info.composite_tensor.components.add(name="c:0")
-    ours = meta_graph_pb2.TensorInfo.FromString(info.SerializeToString())
-    assert tf_meta_graph_pb2.TensorInfo.FromString(ours.SerializeToString()) == info
+def test_composite_tensor_signature_metadata():
+    """A ragged input's TensorInfo (TypeSpecProto inside) survives and prints as TF's JSON."""
+    sig_map = tfs_get_model_metadata_pb2.SignatureDefMap()
+    info = sig_map.signature_def["serving_default"].inputs["ragged"]
+    info.dtype = tf_types_pb2.DT_FLOAT
+    spec = info.composite_tensor.type_spec
+    spec.type_spec_class = struct_pb2.TypeSpecProto.RAGGED_TENSOR_SPEC
+    spec.type_spec_class_name = "RaggedTensorSpec"
+    spec.num_flat_components = 2
+    state = spec.type_state.tuple_value.values
+    state.add().tensor_shape_value.dim.add(size=-1)
+    state.add().tensor_dtype_value = tf_types_pb2.DT_FLOAT
+    state.add().int64_value = -1
+    state.add().none_value.SetInParent()
+    state.add().dict_value.fields["k"].string_value = "v"
+    info.composite_tensor.components.add(name="ragged/values:0", dtype=tf_types_pb2.DT_FLOAT)
+    info.composite_tensor.components.add(name="ragged/row_splits:0", dtype=tf_types_pb2.DT_INT64)
+    official = tfs_get_model_metadata_pb2.GetModelMetadataResponse()
+    official.model_spec.name = "ragged"
+    official.metadata["signature_def"].Pack(sig_map)
+
+    ours = get_model_metadata_pb2.GetModelMetadataResponse.FromString(official.SerializeToString())
+    ours_map = get_model_metadata_pb2.SignatureDefMap()
+    assert ours.metadata["signature_def"].Unpack(ours_map)
+    assert_same(ours_map, sig_map)
+    assert codec.metadata_to_json(ours)["metadata"]["signature_def"] == json_format.MessageToDict(
+        sig_map, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    spec = codec.signatures_from_metadata(ours)["serving_default"].inputs["ragged"]
+    assert (spec.dtype, spec.shape) == (tf_types_pb2.DT_FLOAT, None)  # no dense shape to check
 
 
 # --- the codec's tensors, fed to the real models -----------------------------------------------
