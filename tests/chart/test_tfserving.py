@@ -143,6 +143,25 @@ def test_startup_config_change_rolls_pods_but_model_change_does_not():
     assert checksum("--set", "models.digits_png=null") == base
 
 
+def test_what_reloads_in_place_and_what_rolls():
+    """Base paths, labels and latest-N are re-read by TF Serving (same pod template, no rollout);
+    changing the set of served models or versions changes the readiness gate, so the pods roll
+    one at a time and a model that cannot load stops the rollout instead of every replica."""
+
+    def template(*args):
+        return render(*args).deployment("tfserving")["spec"]["template"]
+
+    base = template()
+    assert template("--set", "models.digits.labels.canary=1") == base
+    assert template("--set", "models.half_plus_two.basePath=/models/hpt") == base
+    assert template("--set", "models.half_plus_two.latestVersions=2") == base
+    assert template("--set", "models.digits_png=null") != base
+    assert (
+        template("--set", "models.digits.versions={2}", "--set", "models.digits.labels=null")
+        != base
+    )
+
+
 def test_monitoring_config_enables_prometheus(defaults):
     text = defaults.get("ConfigMap", "-tfserving-config")["data"]["monitoring.config"]
     config = text_format.Parse(text, MonitoringConfig())

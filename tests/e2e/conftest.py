@@ -23,6 +23,12 @@ from tfstack.procs import ManagedProcess, free_port, port_open
 REPO = Path(__file__).resolve().parents[2]
 
 
+def tool(name: str) -> str:
+    """The pinned binary from .tools/bin (ci/tools/install-helm.sh), else the one on PATH."""
+    pinned = REPO / ".tools" / "bin" / name
+    return str(pinned) if pinned.exists() else (shutil.which(name) or name)
+
+
 @dataclass(frozen=True)
 class Cluster:
     context: str
@@ -30,11 +36,8 @@ class Cluster:
     release: str
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = 60) -> str:
-        binary = str(REPO / ".tools" / "bin" / "kubectl")
-        if not Path(binary).exists():
-            binary = shutil.which("kubectl") or "kubectl"
         result = subprocess.run(
-            [binary, "--context", self.context, "-n", self.namespace, *args],
+            [tool("kubectl"), "--context", self.context, "-n", self.namespace, *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -48,9 +51,8 @@ class Cluster:
         return json.loads(self.kubectl("get", *args, "-o", "json"))
 
     def helm(self, *args: str, timeout: float = 600) -> str:
-        binary = str(REPO / ".tools" / "bin" / "helm")
         result = subprocess.run(
-            [binary, "--kube-context", self.context, "-n", self.namespace, *args],
+            [tool("helm"), "--kube-context", self.context, "-n", self.namespace, *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -63,11 +65,10 @@ class Cluster:
     def port_forward(self, target: str, port: int, tmp_path: Path) -> Iterator[int]:
         """`kubectl port-forward` to a free loopback port; yields that port."""
         local = free_port()
-        binary = str(REPO / ".tools" / "bin" / "kubectl")
         proc = ManagedProcess(
             f"port-forward-{port}",
             [
-                binary,
+                tool("kubectl"),
                 "--context",
                 self.context,
                 "-n",

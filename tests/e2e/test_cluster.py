@@ -69,48 +69,40 @@ def test_gateway_may_watch_endpointslices_and_nothing_more(cluster):
 
 
 def test_model_config_change_is_picked_up_without_a_restart(cluster, tmp_path):
-    """Decision 6: the ConfigMap is mounted as a directory and polled, so dropping a model from
-    values unloads it in the running pods (no rollout); restoring it loads it back."""
+    """Decision 6: the ConfigMap is mounted as a directory and polled, so moving a version label
+    reaches the running pods (no rollout: the pod template does not change)."""
     selector = f"app.kubernetes.io/instance={cluster.release},app.kubernetes.io/component=tfserving"
 
     def pod_uids() -> set[str]:
         return {p["metadata"]["uid"] for p in cluster.get("pods", "-l", selector)["items"]}
 
-    before = pod_uids()
-    cluster.helm(
-        "upgrade",
-        cluster.release,
-        str(CHART),
-        "--reuse-values",
-        "--set",
-        "models.digits_png=null",
-        "--wait",
-        "--timeout",
-        "5m",
-    )
-    try:
-        with cluster.port_forward(f"deploy/{cluster.release}-tfserving", 8501, tmp_path) as port:
-            url = f"http://127.0.0.1:{port}/v1/models/digits_png"
-
-            def unloaded() -> bool:
-                states = [
-                    v["state"]
-                    for v in requests.get(url, timeout=5).json().get("model_version_status", [])
-                ]
-                return "AVAILABLE" not in states
-
-            # kubelet's ConfigMap sync (up to ~60 s) + TF Serving's poll (10 s in values-kind.yaml).
-            wait_until(unloaded, timeout=180, what="digits_png to be unloaded")
-        assert pod_uids() == before, "the model change restarted TF Serving pods"
-    finally:
+    def upgrade(setting: str) -> None:
         cluster.helm(
             "upgrade",
             cluster.release,
             str(CHART),
             "--reuse-values",
             "--set",
-            "models.digits_png.basePath=",
+            setting,
             "--wait",
             "--timeout",
             "5m",
         )
+
+    def canary_version(port: int) -> str:
+        url = f"http://127.0.0.1:{port}/v1/models/digits/labels/canary/metadata"
+        return requests.get(url, timeout=5).json().get("model_spec", {}).get("version", "")
+
+    before = pod_uids()
+    upgrade("models.digits.labels.canary=1")
+    try:
+        with cluster.port_forward(f"deploy/{cluster.release}-tfserving", 8501, tmp_path) as port:
+            # kubelet's ConfigMap sync (up to ~60 s) + TF Serving's poll (10 s in values-kind.yaml).
+            wait_until(
+                lambda: canary_version(port) == "1",
+                timeout=180,
+                what="the canary label to move to version 1",
+            )
+        assert pod_uids() == before, "a label change restarted TF Serving pods"
+    finally:
+        upgrade("models.digits.labels.canary=2")
