@@ -108,8 +108,8 @@ def quote(value: object) -> str:
     """A JSON value as text for an error message, cut short if long."""
     try:
         text = json.dumps(value, separators=(",", ":"), allow_nan=True, ensure_ascii=False)
-    except (TypeError, ValueError, RecursionError):
-        text = repr(value)
+    except RecursionError:  # parsed, but too deep to print again from here
+        return f"<{json_type(value)} nested too deeply to quote>"
     if len(text) > _MAX_QUOTED_CHARS:
         text = text[:_MAX_QUOTED_CHARS] + "...(truncated)"
     return text

@@ -312,7 +312,9 @@ def test_large_batch_is_fast():
     raw = json.dumps({"instances": rows}).encode()
     start = time.perf_counter()
     call = decode(raw, sig({"x": (DT.DT_FLOAT, [-1, 64])}))
-    assert time.perf_counter() - start < 2.0
+    # ~0.2 s here; the bound is loose on purpose (shared CI cores) and still catches any
+    # super-linear path, which would take minutes at this size.
+    assert time.perf_counter() - start < 15.0
     assert shape(call.inputs["x"]) == [5000, 64]
     assert len(call.inputs["x"].tensor_content) == 5000 * 64 * 4
 
