@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -207,8 +207,14 @@ def run(
     concurrency: int = 4,
     rate: float | None = None,
     stop: threading.Event | None = None,
+    pause_after: Mapping[str, float] | None = None,
 ) -> LoadResult:
-    """Send up to `requests` requests for at most `duration_s` seconds (see the module doc)."""
+    """Send up to `requests` requests for at most `duration_s` seconds (see the module doc).
+
+    `pause_after` (closed loop): seconds a client waits, outside any measurement, after a
+    response with that status before its next request, e.g. `{"429": 0.02}` for clients that
+    back off when told to (a 429 loop without pause only measures how fast 429s can be made).
+    """
     if requests < 1 or duration_s <= 0 or concurrency < 1:
         raise ValueError("requests, duration_s and concurrency must be positive")
     stop = stop or threading.Event()
@@ -240,6 +246,8 @@ def run(
                 finished = time.perf_counter()
                 with lock:
                     records.append((due - start, finished - due, status))
+                if pause_after and status in pause_after and stop.wait(pause_after[status]):
+                    break
         finally:
             send.close()
 

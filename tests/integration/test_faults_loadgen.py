@@ -51,6 +51,14 @@ def test_closed_loop_sends_exactly_the_requested_count(http_server):
     assert sum(count for _, count in result.histogram()) == 200
 
 
+def test_pause_after_a_status_is_not_counted_as_latency(http_server):
+    target = HttpTarget(http_server.url, lambda i: HttpRequest("POST", "/busy" if i % 2 else "/ok"))
+    start = time.monotonic()
+    result = run(target, requests=20, duration_s=30, concurrency=1, pause_after={"429": 0.05})
+    assert time.monotonic() - start >= 10 * 0.05
+    assert result.percentile(100) < 0.04
+
+
 def test_time_cap_ends_the_run(http_server):
     http_server.handler.delay_s = 0.05
     start = time.monotonic()
