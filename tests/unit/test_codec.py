@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from gateway import codec
+from gateway.dtypes import DTYPES
 from gateway.proto import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -350,6 +351,49 @@ def test_hostile_bodies_only_ever_raise_codec_error():
                 attempt(bytes(raw))
             except codec.CodecError as err:
                 assert err.status in (400, 501) and err.message
+
+
+def random_json(rng: random.Random, depth: int = 0) -> object:
+    """Any JSON value, biased towards what a predict body is made of."""
+    pick = rng.random()
+    if depth > 4 or pick < 0.45:
+        return rng.choice([0, 1, -1, 2**31, 2**63, -(2**63) - 1, 2**64, 1.5, -0.0, 1e39,
+                           math.nan, math.inf, True, False, None, "", "a", "\u00e9",
+                           {"b64": "AAE="}, {"b64": "!"}, {"b64": 1}, {"x": 1}])
+    if pick < 0.85:
+        width = rng.choice([0, 1, 2, 3])
+        if rng.random() < 0.5:  # a regular (dense) nesting most of the time
+            item = random_json(rng, depth + 1)
+            return [item] * width
+        return [random_json(rng, depth + 1) for _ in range(width)]
+    keys = rng.sample(["x", "a", "b", "b64", "instances", "inputs", "examples", "context",
+                       "signature_name"], rng.randint(0, 3))
+    return {k: random_json(rng, depth + 1) for k in keys}
+
+
+@pytest.mark.parametrize("dtype", sorted({*DTYPES, 99}))
+def test_random_json_only_ever_raises_codec_error(dtype):
+    rng = random.Random(dtype)
+    two = sig({"a": (dtype, [-1]), "b": (DT.DT_STRING, None)}, name="two")
+    signatures = {**sig({"x": (dtype, None)}), **two}
+    for _ in range(300):
+        body = random_json(rng)
+        if isinstance(body, dict) and rng.random() < 0.7:
+            body[rng.choice(["instances", "inputs"])] = random_json(rng)
+            if rng.random() < 0.3:
+                body["signature_name"] = "two"
+        for attempt in (lambda b: codec.decode_predict_body(b, signatures),
+                        lambda b: codec.decode_examples_body(b, "classify")):
+            try:
+                result = attempt(body)
+            except codec.CodecError as err:
+                assert err.status in (400, 501) and err.message
+                codec.dumps({"error": err.message})
+                continue
+            if isinstance(result, codec.PredictCall):  # what was accepted also reads back
+                for tensor in result.inputs.values():
+                    if DTYPES.get(tensor.dtype) and DTYPES[tensor.dtype].json_kind:
+                        to_array(tensor)
 
 
 # --- predict responses -------------------------------------------------------------------------
