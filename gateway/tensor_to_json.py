@@ -18,6 +18,8 @@ from gateway.dtypes import DT_BFLOAT16, DT_HALF, DType, ValueProblem, dtype_info
 from gateway.proto import tensor_pb2
 
 _UINT16 = np.dtype("<u2")
+# A backend tensor may repeat one typed value over its whole shape; never expand it past this.
+_MAX_ELEMENTS = 1 << 28
 
 
 def tensor_shape(tensor: tensor_pb2.TensorProto) -> list[int]:
@@ -40,6 +42,8 @@ def to_array(tensor: tensor_pb2.TensorProto) -> np.ndarray:
     else:
         raise ValueProblem(f"Failed to write JSON value for tensor type: {dtype.name}")
     count = math.prod(shape)
+    if min(shape, default=0) < 0 or count > _MAX_ELEMENTS:
+        raise ValueProblem(f"tensor shape {shape} cannot be written as JSON")
     return _fill(values, count).reshape(shape)
 
 

@@ -76,11 +76,15 @@ def test_typed_values_shorter_than_the_shape_repeat_the_last():
     [
         ({"float_val": [1, 2, 3]}, "tensor has 3 values but its shape holds 2"),
         ({"tensor_content": b"\x00" * 7}, "tensor_content of 7 bytes is not a whole number"),
+        ({"float_val": [1.0], "dims": [-1]}, r"tensor shape \[-1\] cannot be written as JSON"),
+        ({"float_val": [1.0], "dims": [1 << 20, 1 << 20]}, "cannot be written as JSON"),
     ],
 )
 def test_malformed_backend_tensors_are_codec_errors(fields, text):
-    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, **fields)
-    tensor.tensor_shape.dim.add(size=2)
+    values = {k: v for k, v in fields.items() if k != "dims"}
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, **values)
+    for size in fields.get("dims", [2]):
+        tensor.tensor_shape.dim.add(size=size)
     with pytest.raises(codec.CodecError, match=text):
         codec.encode_predict_response({"y": tensor}, row_format=False)
 
