@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,35 +30,46 @@ import tempfile
 import time
 from pathlib import Path
 
-from model_repo.config import render_local_config
 from model_repo.data import digits_split
 from tfstack.procs import ManagedProcess, free_port, port_open
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-PATH = "/v1/models/digits:predict"
+MODELS = REPO / "model_repo" / "models"
 TICK = os.sysconf("SC_CLK_TCK")
+BODY_TEXT = {
+    "digits": '{"instances": [<one 8×8 image: 64 floats>]}',
+    "half_plus_two": '{"instances": [1.0, 2.0, 5.0]}',
+}
 GATEWAY_APP = "gateway.app:create_app()"
 BARE_APP = "bench.gateway_bare_app:create_app()"
 SECTION_START = "<!-- section: gateway overhead (bench/gateway_overhead.py) -->"
 SECTION_END = "<!-- end section: gateway overhead -->"
 
 
-def request_body() -> bytes:
+def request_body(model: str) -> bytes:
+    if model == "half_plus_two":
+        return json.dumps({"instances": [1.0, 2.0, 5.0]}).encode()
     _, x_test, _, _ = digits_split()
     return json.dumps({"instances": [x_test[0].tolist()]}).encode()
 
 
+def predict_path(model: str) -> str:
+    return f"/v1/models/{model}:predict"
+
+
 # -- processes ------------------------------------------------------------------------------------
-def start_modelserver(run: Path) -> tuple[ManagedProcess, int, int]:
+def start_modelserver(run: Path, model: str) -> tuple[ManagedProcess, int, int]:
     config = run / "models.config"
-    config.write_text(render_local_config(REPO / "model_repo" / "models"))
+    config.write_text(
+        f'model_config_list {{ config {{ name: "{model}" base_path: "{MODELS / model}" '
+        'model_platform: "tensorflow" } }\n'
+    )
     grpc_port, rest_port = free_port(), free_port()
     proc = ManagedProcess(
         "model server",
         [str(BIN / "python"), "-m", "modelserver", "--host=127.0.0.1", f"--port={grpc_port}",
-         f"--rest_api_port={rest_port}", f"--model_config_file={config}",
-         "--allow_version_labels_for_unavailable_models"],
+         f"--rest_api_port={rest_port}", f"--model_config_file={config}"],
         run / "modelserver.log",
         cwd=REPO,
     ).start()  # fmt: skip
@@ -119,9 +131,14 @@ def memory_kib(pid: int) -> dict[str, int]:
 
 
 # -- load ------------------------------------------------------------------------------------------
-def timed_post(conn: http.client.HTTPConnection, body: bytes) -> float:
+def timed_post(conn: http.client.HTTPConnection, path: str, body: bytes) -> float:
+    if conn.sock is None:
+        conn.connect()
+    # ACK at once: a server that writes headers and body in two segments without TCP_NODELAY
+    # (http.server does) would otherwise wait for the client's delayed ACK, ~40 ms per response.
     started = time.perf_counter()
-    conn.request("POST", PATH, body, {"Content-Type": "application/json"})
+    conn.request("POST", path, body, {"Content-Type": "application/json"})
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
     resp = conn.getresponse()
     data = resp.read()
     elapsed = time.perf_counter() - started
@@ -135,27 +152,54 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def latency_run(gw_port: int, direct_port: int, body: bytes, n: int) -> dict[str, float]:
+def grpc_predict(grpc_port: int, model: str, body: bytes):
+    """A callable doing the same Predict over gRPC directly (what a gRPC client would pay)."""
+    import grpc
+
+    from gateway import codec
+    from gateway.proto import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+    )
+    meta = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    meta.model_spec.name = model
+    signatures = codec.signatures_from_metadata(stub.GetModelMetadata(meta, timeout=10))
+    call = codec.decode_predict_body(codec.parse_json(body), signatures)
+    request = predict_pb2.PredictRequest(inputs=call.inputs)
+    request.model_spec.name = model
+
+    def predict() -> float:
+        started = time.perf_counter()
+        stub.Predict(request, timeout=10)
+        return time.perf_counter() - started
+
+    return predict
+
+
+def latency_run(gw_port: int, rest_port: int, grpc_call, path: str, body: bytes, n: int) -> dict:
     gw = http.client.HTTPConnection("127.0.0.1", gw_port, timeout=10)
-    direct = http.client.HTTPConnection("127.0.0.1", direct_port, timeout=10)
+    direct = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=10)
     for _ in range(50):  # warm up: connections, signature caches
-        timed_post(gw, body)
-        timed_post(direct, body)
-    via, straight = [], []
+        timed_post(gw, path, body)
+        timed_post(direct, path, body)
+        grpc_call()
+    samples: dict[str, list[float]] = {"gateway": [], "direct": [], "grpc": []}
     for _ in range(n):
-        via.append(timed_post(gw, body))
-        straight.append(timed_post(direct, body))
+        samples["gateway"].append(timed_post(gw, path, body))
+        samples["direct"].append(timed_post(direct, path, body))
+        samples["grpc"].append(grpc_call())
     gw.close()
     direct.close()
     result = {}
     for q, label in ((0.5, "p50"), (0.99, "p99")):
-        result[f"gateway_{label}_ms"] = percentile(via, q) * 1000
-        result[f"direct_{label}_ms"] = percentile(straight, q) * 1000
+        for name, values in samples.items():
+            result[f"{name}_{label}_ms"] = percentile(values, q) * 1000
         result[f"added_{label}_ms"] = result[f"gateway_{label}_ms"] - result[f"direct_{label}_ms"]
     return result
 
 
-def wrk(port: int, body: bytes, seconds: int, connections: int, script_dir: Path) -> dict:
+def wrk(port: int, path: str, body: bytes, seconds: int, script_dir: Path) -> dict:
     script = script_dir / "post.lua"
     script.write_text(
         'wrk.method = "POST"\n'
@@ -169,8 +213,8 @@ def wrk(port: int, body: bytes, seconds: int, connections: int, script_dir: Path
         "end\n"
     )
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(script),
-         f"http://127.0.0.1:{port}{PATH}"],
+        ["wrk", "-t2", "-c16", f"-d{seconds}s", "--timeout", "5s", "-s", str(script),
+         f"http://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, timeout=seconds + 30, check=True,
     ).stdout  # fmt: skip
     found = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+)", out)
@@ -178,11 +222,11 @@ def wrk(port: int, body: bytes, seconds: int, connections: int, script_dir: Path
     return {"requests": requests, "errors": errors, "p99_ms": p99_us / 1e3, "p50_ms": p50_us / 1e3}
 
 
-def throughput_run(master: int, port: int, body: bytes, seconds: int, run_dir: Path) -> dict:
+def throughput_run(master: int, port: int, path: str, body: bytes, secs: int, run: Path) -> dict:
     pids = group_pids(master)
     cpu_before = cpu_seconds(pids)
     started = time.perf_counter()
-    result = wrk(port, body, seconds, 16, run_dir)
+    result = wrk(port, path, body, secs, run)
     wall = time.perf_counter() - started
     cpu = cpu_seconds(pids) - cpu_before
     served = result["requests"]
@@ -213,13 +257,17 @@ def load_cells(result: dict) -> tuple[str, ...]:
     )
 
 
-def report(lat: dict, gw: dict, bare: dict, mem: list[dict], runs: int, n: int, secs: int) -> str:
+def report(
+    lat: dict, gw: dict, bare: dict, mem: list[dict], bare_mem: list[dict], args, load: str
+) -> str:
+    runs, n, secs, path = args.runs, args.requests, args.seconds, predict_path(args.model)
     ratio = gw["cpu_ms_per_request"] / bare["cpu_ms_per_request"]
     rss_mb = max(m["rss"] for m in mem) / 1024
     verdict = lambda ok: "met" if ok else "**missed**"  # noqa: E731
     worker_rows = "\n".join(
-        row(f"worker {i + 1}", *(f"{m[k] / 1024:.1f}" for k in ("rss", "pss", "uss")))
-        for i, m in enumerate(mem)
+        row(f"{who} worker {i + 1}", *(f"{m[k] / 1024:.1f}" for k in ("rss", "pss", "uss")))
+        for who, workers in (("gateway", mem), ("bare Flask", bare_mem))
+        for i, m in enumerate(workers)
     )
     day = time.strftime("%Y-%m-%d", time.gmtime())
     gw_row = row("gateway (→ model server)", *load_cells(gw))
@@ -227,10 +275,11 @@ def report(lat: dict, gw: dict, bare: dict, mem: list[dict], runs: int, n: int, 
     return f"""{SECTION_START}
 ## Gateway overhead
 
-`python -m bench.gateway_overhead --runs {runs}` on this 2-core machine, {day};
+`python -m bench.gateway_overhead --runs {runs}` on this 2-core machine, {day}
+(load average before/after: {load});
 gateway with its default settings (gunicorn gthread, 2 workers × 8 threads, JSON access log on),
-backend = the local model server on loopback, request = `POST {PATH}` with one 8×8 image
-(`{{"instances": [[[...]]]}}`, 64 floats). Medians over {runs} runs.
+backend = the local model server on loopback, request = `POST {path}` with body
+`{BODY_TEXT[args.model]}`. Medians over {runs} runs.
 
 **(a) Added latency, concurrency 1** ({n} requests per run, gateway and direct interleaved)
 
@@ -238,6 +287,7 @@ backend = the local model server on loopback, request = `POST {PATH}` with one 8
 |---|---|---|
 | straight to the backend's REST API | {lat["direct_p50_ms"]:.2f} | {lat["direct_p99_ms"]:.2f} |
 | through the gateway (REST → gRPC) | {lat["gateway_p50_ms"]:.2f} | {lat["gateway_p99_ms"]:.2f} |
+| *ref.: straight to the backend, gRPC* | {lat["grpc_p50_ms"]:.2f} | {lat["grpc_p99_ms"]:.2f} |
 | **added by the gateway** | **{lat["added_p50_ms"]:.2f}** | **{lat["added_p99_ms"]:.2f}** |
 
 Target: added p50 ≤ 1 ms — {verdict(lat["added_p50_ms"] <= 1.0)}.
@@ -281,30 +331,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=1000, help="per latency run")
     parser.add_argument("--seconds", type=int, default=10, help="per throughput run")
     parser.add_argument("--write", type=Path, help="replace the gateway section of this file")
+    parser.add_argument("--model", choices=sorted(BODY_TEXT), default="digits")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
-    body = request_body()
+    body, path = request_body(args.model), predict_path(args.model)
     run_dir = Path(tempfile.mkdtemp(prefix="tfstack-bench-"))
+    load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     procs: list[ManagedProcess] = []
     try:
-        server, grpc_port, rest_port = start_modelserver(run_dir)
+        server, grpc_port, rest_port = start_modelserver(run_dir, args.model)
         procs.append(server)
         gateway, gw_port = start_gunicorn(run_dir, "gateway", GATEWAY_APP, grpc_port)
         procs.append(gateway)
         bare, bare_port = start_gunicorn(run_dir, "bare", BARE_APP, grpc_port)
         procs.append(bare)
+        grpc_call = grpc_predict(grpc_port, args.model, body)
         latency, gw_runs, bare_runs = [], [], []
         for i in range(args.runs):
-            latency.append(latency_run(gw_port, rest_port, body, args.requests))
-            gw_runs.append(throughput_run(gateway.pid, gw_port, body, args.seconds, run_dir))
-            bare_runs.append(throughput_run(bare.pid, bare_port, body, args.seconds, run_dir))
+            latency.append(latency_run(gw_port, rest_port, grpc_call, path, body, args.requests))
+            gw_runs.append(throughput_run(gateway.pid, gw_port, path, body, args.seconds, run_dir))
+            bare_runs.append(throughput_run(bare.pid, bare_port, path, body, args.seconds, run_dir))
             print(f"run {i + 1}: {latency[-1]}\n  gateway {gw_runs[-1]}\n  bare {bare_runs[-1]}",
                   file=sys.stderr)  # fmt: skip
         memory = [memory_kib(pid) for pid in group_pids(gateway.pid)[1:]]
+        bare_memory = [memory_kib(pid) for pid in group_pids(bare.pid)[1:]]
+        load = f"{load_before} / " + " ".join(f"{x:.1f}" for x in os.getloadavg())
         section = report(
-            median_of(latency), median_of(gw_runs), median_of(bare_runs), memory,
-            args.runs, args.requests, args.seconds,
+            median_of(latency), median_of(gw_runs), median_of(bare_runs), memory, bare_memory,
+            args, load,
         )  # fmt: skip
     finally:
         for proc in reversed(procs):
