@@ -4,11 +4,11 @@ schema (values.schema.json), then the chart's own checks (`fail` in _helpers.tpl
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 import yaml
 
+from tests.chart import values_doc
 from tests.chart.conftest import CHART, HELMS, render_error
 
 SCHEMA_REJECTIONS = [
@@ -177,42 +177,21 @@ def test_values_file_points_at_its_schema():
     assert first == "# yaml-language-server: $schema=values.schema.json"
 
 
-def _documented_keys(text: str) -> tuple[list[str], list[str]]:
-    """(all key paths, undocumented key paths): a key is documented by a `# --` comment in the
-    comment block right above it, or by a documented ancestor whose value is taken as a whole."""
-    keys, missing = [], []
-    stack: list[tuple[int, str, bool]] = []  # (indent, key, documented)
-    comment_block: list[str] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            comment_block.append(stripped)
-            continue
-        match = re.match(r"^(\s*)([A-Za-z0-9_.\-/\"]+):(\s|$)", line)
-        if not match or stripped.startswith("-"):
-            comment_block = []
-            continue
-        indent, key = len(match.group(1)), match.group(2)
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        documented = any(c.startswith("# --") for c in comment_block)
-        inherited = any(d for _, _, d in stack)
-        path = ".".join([k for _, k, _ in stack] + [key])
-        keys.append(path)
-        # Sections (a mapping of documented keys) need no comment of their own.
-        stack.append((indent, key, documented))
-        if not documented and not inherited:
-            missing.append(path)
-        comment_block = []
-    return keys, missing
-
-
 def test_every_values_key_is_documented():
-    keys, missing = _documented_keys((CHART / "values.yaml").read_text())
-    assert len(keys) > 150
-    sections = {k.rsplit(".", 1)[0] for k in keys if "." in k}
-    undocumented_leaves = [k for k in missing if k not in sections]
-    assert not undocumented_leaves, undocumented_leaves
+    """A `# --` comment on every key, except sections (whose keys have their own) and the keys
+    inside a documented value that is taken as a whole (e.g. `podSecurityContext`)."""
+    found = values_doc.keys((CHART / "values.yaml").read_text())
+    assert len(found) > 150
+    documented = {path for path, description in found if description}
+    sections = {path.rsplit(".", 1)[0] for path, _ in found if "." in path}
+    missing = [
+        path
+        for path, description in found
+        if not description
+        and path not in sections
+        and not any(path.startswith(f"{d}.") for d in documented)
+    ]
+    assert not missing, missing
 
 
 def test_schema_covers_every_values_key():
@@ -239,3 +218,10 @@ def test_schema_covers_every_values_key():
                 walk(sub, node["additionalProperties"], f"{path}.{key}")
 
     walk(values, schema, "")
+
+
+def test_docs_values_table_is_up_to_date():
+    doc = values_doc.DOC.read_text()
+    assert doc == values_doc.render_doc(doc), (
+        "docs/chart.md's values table is stale: .venv/bin/python -m tests.chart.values_doc --write"
+    )
