@@ -6,9 +6,8 @@ need docker "building images needs a container engine"
 need kind "install kind"
 
 cd "$ROOT"
-if [ "$DRY_RUN" = 1 ] || [ ! -d model_repo/models ]; then
-  run .venv/bin/python -m model_repo.build
-fi
+# Idempotent: rebuilds only stale models.
+run .venv/bin/python -m model_repo.build
 # The init container copies the models as the TF Serving pod's non-root uid.
 run chmod -R a+rX model_repo/models
 run docker build -f gateway/Dockerfile -t "$GATEWAY_IMAGE" .
