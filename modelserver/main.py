@@ -93,7 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("unknown argument: %s", arg)
     for warning in warnings:
         log.warning(warning)
-    return Server(args).run()
+    code = Server(args).run()
+    # Everything is drained by now; skip interpreter teardown (joining gRPC's executor and
+    # destroying TF's thread pools takes seconds and serves nobody).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 class Server:
