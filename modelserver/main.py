@@ -132,6 +132,7 @@ class Server:
 
         try:
             model_config, source = self._initial_config()
+            cfg.validate_model_config(model_config, source)  # before TensorFlow's slow import
             monitoring = cfg.read_monitoring_config(self.args.monitoring_config_file or None)
             batching = (
                 cfg.read_batching_parameters(self.args.batching_parameters_file or None)
