@@ -116,3 +116,24 @@ def test_kind_run_values_lint_and_validate(name):
     container = rendered.container("tfserving")
     assert container["resources"]["requests"]["cpu"] == "250m"
     assert rendered.deployment("tfserving")["metadata"]["name"] == "tfstack-tfserving"
+
+
+# Rendered manifests: no trailing spaces, blank-line runs, duplicate keys or bad indentation.
+# (Sequences may be indented either way: toYaml and hand-written templates differ.)
+RENDERED_YAMLLINT = """
+extends: default
+rules:
+  line-length: disable
+  document-start: disable
+  comments: disable
+  indentation: {indent-sequences: whatever}
+"""
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_rendered_output_passes_yamllint(scenario):
+    from yamllint import config, linter
+
+    text = render_scenario(scenario, *MONITORING_API).text
+    problems = list(linter.run(text, config.YamlLintConfig(RENDERED_YAMLLINT)))
+    assert not problems, "\n".join(f"{p.line}:{p.column} {p.message}" for p in problems[:20])
