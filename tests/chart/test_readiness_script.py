@@ -113,3 +113,40 @@ def test_script_has_no_tools_beyond_bash(defaults):
     script = defaults.container("tfserving")["readinessProbe"]["exec"]["command"][2]
     for tool in ("curl", "wget", "python", "nc ", "grep"):
         assert tool not in script
+
+
+def test_probe_does_not_hang_on_a_server_that_keeps_the_connection_open(probe):
+    """If the server ignores `Connection: close`, the probe still ends: at the AVAILABLE line, or
+    after its read timeout — well inside the probe's timeoutSeconds."""
+    import socket
+    import time
+
+    def serve(listener: socket.socket, body: bytes, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(4096)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body
+            )
+            stop.wait(10)  # never closes while the probe reads
+            conn.close()
+
+    for body, expected in ((status((1, "AVAILABLE")), 0), (status((1, "LOADING")), 1)):
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(15)
+        stop = threading.Event()
+        thread = threading.Thread(target=serve, args=(listener, body, stop), daemon=True)
+        thread.start()
+        try:
+            started = time.monotonic()
+            result = probe(listener.getsockname()[1], "m")
+            elapsed = time.monotonic() - started
+        finally:
+            stop.set()
+            listener.close()
+        assert result.returncode == expected, result.stdout
+        assert elapsed < 4, f"probe took {elapsed:.1f}s"

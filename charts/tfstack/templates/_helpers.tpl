@@ -283,9 +283,12 @@ for target in "$@"; do
   exec 3<>"/dev/tcp/127.0.0.1/$port" || { echo "REST port $port is not open"; exit 1; }
   printf 'GET %s HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n' "$path" >&3
   ready=no
-  while IFS= read -r -t 2 line <&3 || [ -n "$line" ]; do
+  # Line by line until AVAILABLE shows up, the server closes, or 2 s pass without a full line.
+  while true; do
+    IFS= read -r -t 2 line <&3
+    status=$?
     if [[ $line =~ \"state\"[[:space:]]*:[[:space:]]*\"AVAILABLE\" ]]; then ready=yes; break; fi
-    line=
+    [ "$status" -eq 0 ] || break
   done
   exec 3<&-
   [ "$ready" = yes ] || { echo "model $target is not AVAILABLE"; exit 1; }
