@@ -239,6 +239,10 @@ def _fill_example(obj: object, example) -> None:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "tfstack-modelserver"
+    # One segment per response (headers and body buffered, flushed once per request) and no
+    # Nagle: otherwise a keep-alive client waits out delayed-ACK (~40 ms) on every request.
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
     api: RestApi
     metrics_path: str | None
     cors: bool

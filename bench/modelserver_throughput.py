@@ -1,0 +1,253 @@
+"""Predict throughput and latency of the local model server on `digits`, batching off and on, at
+concurrency 1 and 32, next to the hand-rolled baseline (bench/modelserver_flask_app.py: Flask
+under gunicorn, the model loaded per worker, one TF call per request).
+
+Same request for all three: REST `POST /v1/models/digits:predict` with one 8x8 image, JSON in and
+out, keep-alive where the server offers it. Load comes from `wrk` (C, closed loop, loopback) so
+the client costs little of the 2 cores; every run is bounded by `--duration`. Each (target,
+concurrency) is measured `--runs` times, interleaved; the report gives medians and the ratio to
+the baseline, and rewrites the model server's section of docs/benchmarks.md.
+
+    python -m bench.modelserver_throughput [--runs 3] [--duration 10] [--no-docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from tfstack.procs import ManagedProcess, free_port, http_status
+
+REPO = Path(__file__).resolve().parent.parent
+DOC = REPO / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- modelserver-bench:begin -->", "<!-- modelserver-bench:end -->"
+CONCURRENCY = (1, 32)
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[%s]==]
+"""
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+def _body() -> str:
+    from model_repo.data import digits_split
+
+    image = digits_split()[1][0]
+    return json.dumps({"instances": [image.tolist()]})
+
+
+def _latency_ms(text: str, pct: str) -> float:
+    match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
+    return float(match.group(1)) * UNITS[match.group(2)] if match else float("nan")
+
+
+def run_wrk(url: str, script: Path, connections: int, duration: float) -> dict:
+    threads = min(connections, 2)
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(int(duration), 1)}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    errors += sum(int(g) for g in socket.groups()) if socket else 0
+    return {
+        "rps": rps,
+        "p50_ms": _latency_ms(out, "50"),
+        "p99_ms": _latency_ms(out, "99"),
+        "errors": errors,
+    }
+
+
+def start_modelserver(tmp: Path, models_root: Path, batching: bool) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "modelserver",
+        "--host=127.0.0.1",
+        f"--port={free_port()}",
+        f"--rest_api_port={port}",
+        "--model_name=digits",
+        f"--model_base_path={models_root / 'digits'}",
+        f"--monitoring_config_file={REPO / 'model_repo' / 'monitoring.config'}",
+    ]
+    if batching:
+        argv += [
+            "--enable_batching",
+            f"--batching_parameters_file={REPO / 'model_repo' / 'batching_parameters.txt'}",
+        ]
+    name = "modelserver-batching" if batching else "modelserver"
+    proc = ManagedProcess(name, argv, tmp / f"{name}.log", cwd=REPO).start()
+    base = f"http://127.0.0.1:{port}"
+    proc.wait_http(f"{base}/v1/models/digits", timeout=300)
+    return proc, base
+
+
+def start_flask(tmp: Path, models_root: Path, workers: int) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    env = dict(os.environ, BENCH_MODEL_DIR=str(models_root / "digits" / "2"))
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    argv = [
+        gunicorn,
+        "-w",
+        str(workers),
+        "-b",
+        f"127.0.0.1:{port}",
+        "--timeout",
+        "120",
+        "bench.modelserver_flask_app:create_app()",
+    ]
+    proc = ManagedProcess("flask", argv, tmp / "flask.log", env=env, cwd=REPO).start()
+    base = f"http://127.0.0.1:{port}"
+    # Ready once a worker answers a real prediction (each worker loads the model itself).
+    proc.wait_until(lambda: _post_ok(f"{base}/v1/models/digits:predict"), 300, "predicting")
+    return proc, base
+
+
+def _post_ok(url: str) -> bool:
+    if http_status(url.rsplit("/v1", 1)[0] + "/") is None:
+        return False
+    req = urllib.request.Request(
+        url,
+        data=_body().encode(),
+        method="POST",  # noqa: S310
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 (loopback)
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def mean_batch_size(base: str) -> float | None:
+    with urllib.request.urlopen(f"{base}/monitoring/prometheus/metrics", timeout=10) as resp:  # noqa: S310
+        text = resp.read().decode()
+    name = ":tensorflow:serving:batching_session:processed_batch_size"
+    total = re.search(rf"^{name}_sum\{{\}} (\S+)", text, re.M)
+    count = re.search(rf"^{name}_count\{{\}} (\d+)", text, re.M)
+    if not total or not count or int(count.group(1)) == 0:
+        return None
+    return float(total.group(1)) / int(count.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models-root", type=Path, default=REPO / "model_repo" / "models")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--flask-workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install -y wrk")
+    models_root = args.models_root.resolve()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-modelserver-"))
+    script = tmp / "predict.lua"
+    script.write_text(WRK_SCRIPT % _body())
+    procs: list[ManagedProcess] = []
+    try:
+        targets = {}
+        for label, start in (
+            (
+                "Flask + gunicorn (baseline)",
+                lambda: start_flask(tmp, models_root, args.flask_workers),
+            ),
+            ("modelserver, batching off", lambda: start_modelserver(tmp, models_root, False)),
+            ("modelserver, batching on", lambda: start_modelserver(tmp, models_root, True)),
+        ):
+            proc, base = start()
+            procs.append(proc)
+            targets[label] = f"{base}/v1/models/digits:predict"
+            print(f"started {label} at {base}", flush=True)
+        results: dict[tuple[str, int], list[dict]] = {}
+        for url in targets.values():
+            for c in CONCURRENCY:
+                run_wrk(url, script, c, args.warmup)
+        for run in range(args.runs):
+            for label, url in targets.items():
+                for c in CONCURRENCY:
+                    result = run_wrk(url, script, c, args.duration)
+                    results.setdefault((label, c), []).append(result)
+                    print(f"run {run + 1}: {label:30s} c={c:<3d} {result}", flush=True)
+        batch = mean_batch_size(targets["modelserver, batching on"].split("/v1/")[0])
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+    report = render(results, args, batch)
+    print(report)
+    if not args.no_docs:
+        write_section(report)
+    return 0
+
+
+def _median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def render(results, args, batch: float | None) -> str:
+    baseline = "Flask + gunicorn (baseline)"
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} "
+        f"cores ({platform.machine()}), load average before the run "
+        f"{os.getloadavg()[0]:.1f}; {args.runs} runs × {args.duration:.0f} s per cell, medians. "
+        f"`python -m bench.modelserver_throughput --runs {args.runs} --duration "
+        f"{args.duration:.0f}`. Baseline: {args.flask_workers} sync gunicorn workers.",
+        "",
+        "| server | concurrency | req/s | p50 ms | p99 ms | errors | req/s vs baseline |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (label, c), runs in results.items():
+        rps = _median(runs, "rps")
+        base = _median(results[(baseline, c)], "rps")
+        lines.append(
+            f"| {label} | {c} | {rps:.0f} | {_median(runs, 'p50_ms'):.2f} | "
+            f"{_median(runs, 'p99_ms'):.2f} | {sum(r['errors'] for r in runs)} | "
+            f"{rps / base:.2f}× |"
+        )
+    if batch is not None:
+        lines += ["", f"Mean processed batch size with batching on (whole run): {batch:.1f}."]
+    return "\n".join(lines)
+
+
+def write_section(report: str) -> None:
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    section = f"{BEGIN}\n{report}\n{END}"
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n## Model server: predict throughput\n\n" + section + "\n"
+    DOC.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
