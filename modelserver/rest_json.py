@@ -123,7 +123,29 @@ def _shape_and_leaves(value: object, dtype: int, leaves: list) -> list[int]:
     return [len(value), *first]
 
 
+def _numeric_fast_path(value: object, dtype: int) -> np.ndarray | None:
+    """Numbers-only nested lists straight through numpy; None sends anything else (strings,
+    booleans, nulls, ragged lists, out-of-range ints) down the checking path for its message."""
+    if dtype not in _FLOATS and dtype not in _INT_RANGES:
+        return None
+    try:
+        array = np.array(value)
+    except (ValueError, OverflowError):
+        return None
+    kind = array.dtype.kind
+    if dtype in _FLOATS and kind in "iuf":
+        return array.astype(numpy_dtype(dtype))
+    if dtype in _INT_RANGES and kind in "iu":
+        low, high = _INT_RANGES[dtype]
+        if array.size == 0 or (low <= array.min() and array.max() <= high):
+            return array.astype(numpy_dtype(dtype))
+    return None
+
+
 def to_array(value: object, dtype: int) -> np.ndarray:
+    fast = _numeric_fast_path(value, dtype)
+    if fast is not None:
+        return fast
     leaves: list = []
     shape = _shape_and_leaves(value, dtype, leaves)
     np_dtype = numpy_dtype(dtype)

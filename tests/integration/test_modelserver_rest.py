@@ -319,3 +319,31 @@ def test_prometheus_metrics(http, url, modelserver):
         # promtool lints naming conventions too (it wants _total / base units); TF Serving's
         # names are fixed, so only parse errors count here.
         assert "error while linting" not in check.stdout + check.stderr, check.stderr
+
+
+@pytest.mark.parametrize(
+    ("instances", "status", "expected"),
+    [
+        ([1, 2], 200, {"predictions": [2.5, 3.0]}),  # JSON ints are fine for DT_FLOAT
+        (
+            [True],
+            400,
+            {
+                "error": "Failed to process element: 0 of 'instances' list. Error: "
+                "INVALID_ARGUMENT: JSON Value: true Type: True is not of expected "
+                "type: float"
+            },
+        ),
+    ],
+)
+def test_json_number_typing(http, url, instances, status, expected):
+    resp = post(http, url, "/v1/models/half_plus_two:predict", {"instances": instances})
+    assert (resp.status_code, resp.json()) == (status, expected)
+
+
+def test_cors_preflight(http, url):
+    path = f"{url}/v1/models/half_plus_two:predict"
+    assert http.options(path, headers={"Origin": "http://a.example"}, timeout=TIMEOUT).ok
+    resp = http.options(path, timeout=TIMEOUT)
+    assert resp.status_code == 400
+    assert resp.json() == {"error": "Origin header is missing in CORS preflight"}
