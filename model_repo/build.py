@@ -30,6 +30,9 @@ STAMP = ".tfstack-build-stamp"
 # The code, and the packages, whose every change rebuilds the models.
 BUILD_CODE = ("build.py", "examples.py", "data.py")
 TOOLCHAIN = ("tensorflow", "keras", "scikit-learn", "numpy")
+# Bumped whenever the export format changes (2: Keras models via keras.export.ExportArchive, which
+# TF Serving's graph-mode loader can restore), so every stale model is rebuilt.
+FORMAT = 2
 
 # name -> version -> parameters. digits_png reuses the classifier of digits at `classifier`.
 MODELS: dict[str, dict[int, dict]] = {
@@ -43,7 +46,7 @@ MODELS: dict[str, dict[int, dict]] = {
 
 
 def stamp_for(name: str) -> str:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"format {FORMAT}\n".encode())
     for filename in BUILD_CODE:
         digest.update((HERE / filename).read_bytes())
     for package in TOOLCHAIN:

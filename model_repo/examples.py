@@ -89,21 +89,36 @@ def _accuracy(model, images: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(probs, axis=1) == labels))
 
 
-class DigitsServing(tf.Module):
-    def __init__(self, model) -> None:
-        super().__init__()
-        self.model = model
+IMAGES = tf.TensorSpec([None, 8, 8], tf.float32, name="images")
+IMAGE_BYTES = tf.TensorSpec([None], tf.string, name="image_bytes")
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 8, 8], tf.float32, name="images")])
-    def serve(self, images):
-        probabilities = self.model(images, training=False)
-        classes = tf.argmax(probabilities, axis=1, output_type=tf.int64)
-        return {"probabilities": probabilities, "classes": classes}
+
+def export_keras(dest: Path, model, serve, input_spec: tf.TensorSpec) -> None:
+    """Write `serve` (one named input -> dict of outputs) as signature `serving_default`.
+
+    Uses Keras 3's own `ExportArchive`, not `tf.saved_model.save` of a `tf.Module` holding the
+    model: the latter writes a MetaGraph whose variable ops do not match the names its restore op
+    fills, so TF Serving's C++ loader (graph mode: import the MetaGraph into a Session, run the
+    saver's restore op, run the signature) fails with `FAILED_PRECONDITION: Could not find variable
+    ...` although `tf.saved_model.load` works (keras-team/keras#19274, #20095,
+    tensorflow/serving#2226). The archive loads both ways; the signature's input key is the
+    spec's name, its output keys those of the dict `serve` returns, its method `.../predict`.
+    """
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serve, input_signature=[input_spec])
+    archive.write_out(str(dest), verbose=False)
 
 
 def export_digits(dest: Path, model, train_acc: float, test_acc: float) -> str:
-    serving = DigitsServing(model)
-    tf.saved_model.save(serving, str(dest), signatures={"serving_default": serving.serve})
+    def serve(images):
+        probabilities = model(images, training=False)
+        classes = tf.argmax(probabilities, axis=1, output_type=tf.int64)
+        return {"probabilities": probabilities, "classes": classes}
+
+    export_keras(dest, model, serve, IMAGES)
     _, x_test, _, _ = digits_split()
     write_warmup(dest, "digits", {"images": x_test[:4]})
     return f"{model.name}: train accuracy {train_acc:.3f}, test accuracy {test_acc:.3f}"
@@ -135,36 +150,27 @@ def write_warmup(dest: Path, model_name: str, batches: dict[str, np.ndarray]) ->
 # --- digits_png -----------------------------------------------------------------------------------
 
 
-class DigitsPngServing(tf.Module):
+def export_digits_png(dest: Path, model, source: str) -> str:
     """PNG bytes in, label/score/thumbnail out: exercises DT_STRING inputs and `_bytes` outputs."""
 
-    def __init__(self, model) -> None:
-        super().__init__()
-        self.model = model
-        self.labels = tf.constant(LABELS)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def serve(self, image_bytes):
+    def serve(image_bytes):
         pixels = tf.map_fn(_decode_digit, image_bytes, fn_output_signature=tf.uint8)  # [n,8,8,1]
         images = tf.cast(pixels[..., 0], tf.float32) * (16.0 / 255.0)
-        probabilities = self.model(images, training=False)
+        probabilities = model(images, training=False)
         big = tf.image.resize(pixels, [32, 32], method="nearest")
         thumbnails = tf.map_fn(
             tf.io.encode_png, tf.cast(big, tf.uint8), fn_output_signature=tf.string
         )
         return {
-            "label": tf.gather(self.labels, tf.argmax(probabilities, axis=1)),
+            "label": tf.gather(tf.constant(LABELS), tf.argmax(probabilities, axis=1)),
             "score": tf.reduce_max(probabilities, axis=1),
             "thumbnail_bytes": thumbnails,
         }
+
+    export_keras(dest, model, serve, IMAGE_BYTES)
+    return f"classifier weights from {source}; PNG in, label/score/thumbnail_bytes out"
 
 
 def _decode_digit(png):
     image = tf.io.decode_png(png, channels=1, dtype=tf.uint8)
     return tf.ensure_shape(image, [8, 8, 1])
-
-
-def export_digits_png(dest: Path, model, source: str) -> str:
-    serving = DigitsPngServing(model)
-    tf.saved_model.save(serving, str(dest), signatures={"serving_default": serving.serve})
-    return f"classifier weights from {source}; PNG in, label/score/thumbnail_bytes out"

@@ -185,6 +185,94 @@ def test_digits_warmup_requests_are_valid_predict_requests(models_root, load, ve
         assert serve(images=tf.constant(images))["classes"].shape == (images.shape[0],)
 
 
+# --- loaded the way TF Serving loads them ---------------------------------------------------------
+# TF Serving's C++ loader works in graph mode: import the MetaGraph into a Session, run the saver's
+# restore op and the init op, then run a signature's tensors by name. A SavedModel can load with
+# `tf.saved_model.load` and still fail there (`FAILED_PRECONDITION: Could not find variable ...`,
+# the Keras 3 + `tf.saved_model.save(tf.Module)` export), so every version is loaded this way too.
+
+
+class GraphServable:
+    def __init__(self, path) -> None:
+        graph = tf.Graph()
+        with graph.as_default():
+            self.session = tf.compat.v1.Session(graph=graph)
+            meta = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], str(path))
+        self.signatures = {
+            name: sig for name, sig in meta.signature_def.items() if name != "__saved_model_init_op"
+        }
+
+    def run(self, signature: str, **inputs) -> dict[str, np.ndarray]:
+        sig = self.signatures[signature]
+        fetches = {alias: info.name for alias, info in sig.outputs.items()}
+        feeds = {sig.inputs[alias].name: value for alias, value in inputs.items()}
+        return self.session.run(fetches, feeds)
+
+
+@pytest.fixture(scope="module")
+def graph_load(models_root):
+    cache: dict[tuple[str, int], GraphServable] = {}
+
+    def loader(name: str, version: int) -> GraphServable:
+        if (name, version) not in cache:
+            cache[name, version] = GraphServable(models_root / name / str(version))
+        return cache[name, version]
+
+    yield loader
+    for servable in cache.values():
+        servable.session.close()
+
+
+def test_contract_covers_every_built_version_and_signature(graph_load):
+    built = {(name, v) for name, versions in build.MODELS.items() for v in versions}
+    assert {(m, v) for m, v, _ in CONTRACT} == built
+    for name, version in built:
+        want = {s for m, v, s in CONTRACT if (m, v) == (name, version)}
+        assert set(graph_load(name, version).signatures) == want, (name, version)
+
+
+def test_graph_loaded_half_plus_two_answers_every_signature_exactly(graph_load):
+    servable = graph_load("half_plus_two", 1)
+    xs = np.array([0.0, 1.0, 2.0, 5.0, -4.0], np.float32)
+    want = 0.5 * xs + 2
+    np.testing.assert_array_equal(servable.run("serving_default", x=xs)["y"], want)
+    examples = np.array([_example(float(x)) for x in xs], dtype=object)
+    outputs = servable.run("regress_x_to_y", inputs=examples)["outputs"]
+    np.testing.assert_array_equal(outputs, want)
+    scores = servable.run("classify_x_to_y", inputs=examples)["scores"]
+    np.testing.assert_array_equal(scores, want.reshape(-1, 1))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_graph_loaded_digits_classifies_held_out_images(graph_load, load, test_split, version):
+    x_test, y_test = test_split  # the whole held-out set (450 images; a batch of a few is noisy)
+    out = graph_load("digits", version).run("serving_default", images=x_test)
+    probabilities, classes = out["probabilities"], out["classes"]
+    assert (probabilities.dtype, probabilities.shape) == (np.float32, (len(x_test), 10))
+    assert (classes.dtype, classes.shape) == (np.int64, (len(x_test),))
+    np.testing.assert_array_equal(classes, probabilities.argmax(axis=1))
+    accuracy = float(np.mean(classes == y_test))
+    assert accuracy > 0.9, f"digits v{version} held-out accuracy {accuracy:.3f}"
+    # The same weights as the TF2 loader restores (not freshly initialised ones).
+    eager = load("digits", version).signatures["serving_default"](images=tf.constant(x_test))
+    np.testing.assert_allclose(probabilities, eager["probabilities"].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_graph_loaded_digits_png_label_matches_digits_v1(graph_load, test_split):
+    images = test_split[0][:30]
+    pngs = np.array([to_png(image) for image in images], dtype=object)
+    out = graph_load("digits_png", 1).run("serving_default", image_bytes=pngs)
+    seen = to_uint8(images).astype(np.float32) * np.float32(16.0 / 255.0)
+    digits = graph_load("digits", 1).run("serving_default", images=seen)
+    assert list(out["label"]) == [str(c).encode() for c in digits["classes"]]
+    np.testing.assert_allclose(out["score"], digits["probabilities"].max(axis=1), rtol=1e-5)
+    thumbnail = Image.open(io.BytesIO(out["thumbnail_bytes"][0]))
+    assert (thumbnail.format, thumbnail.size) == ("PNG", (32, 32))
+    np.testing.assert_array_equal(
+        np.asarray(thumbnail), np.kron(to_uint8(images[0]), np.ones((4, 4), np.uint8))
+    )
+
+
 def test_build_skips_up_to_date_models_without_importing_tensorflow(models_root):
     code = (
         "import sys; from pathlib import Path; from model_repo import build; "
