@@ -276,9 +276,14 @@ class EndpointSliceDiscovery(_Worker):
             pass
 
     def _run(self) -> None:
-        from kubernetes.client.exceptions import ApiException
+        try:
+            from kubernetes.client.exceptions import ApiException
 
-        api = self._discovery_api()
+            api = self._discovery_api()
+        except Exception:  # no client, no in-cluster config: say so loudly, once
+            log.exception("EndpointSlice discovery cannot start; no endpoints will be found")
+            self._publish(())
+            return
         failures = 0
         while not self._stopping.is_set():
             try:

@@ -338,3 +338,14 @@ def test_api_url_points_the_client_at_a_kube_api_proxy(api_server):
     finally:
         found.stop()
         found._api_client.close()
+
+
+def test_outside_a_pod_without_an_api_url_it_says_so_and_finds_nothing(caplog):
+    found = EndpointSliceDiscovery(SERVICE, NAMESPACE, "grpc")  # no in-cluster credentials here
+    found.start()
+    try:
+        assert found.wait_known(10)
+        assert found.endpoints() == frozenset()
+    finally:
+        found.stop()
+    assert "EndpointSlice discovery cannot start" in caplog.text
