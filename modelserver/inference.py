@@ -143,11 +143,8 @@ class Inference:
             return self.classify_on(servable, request)
 
     def classify_on(self, servable: Servable, request):
-        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        result = self._classify(servable, signature_name, _serialized_examples(request.input))
-        return classification_pb2.ClassificationResponse(
-            model_spec=make_model_spec(request.model_spec.name, signature_name, servable.version),
-            result=result,
+        return self._examples_on(
+            servable, request, self._classify, classification_pb2.ClassificationResponse
         )
 
     def regress(self, request):
@@ -156,9 +153,15 @@ class Inference:
             return self.regress_on(servable, request)
 
     def regress_on(self, servable: Servable, request):
+        return self._examples_on(
+            servable, request, self._regress, regression_pb2.RegressionResponse
+        )
+
+    @staticmethod
+    def _examples_on(servable: Servable, request, run, response_type):
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        result = self._regress(servable, signature_name, _serialized_examples(request.input))
-        return regression_pb2.RegressionResponse(
+        result = run(servable, signature_name, _serialized_examples(request.input))
+        return response_type(
             model_spec=make_model_spec(request.model_spec.name, signature_name, servable.version),
             result=result,
         )

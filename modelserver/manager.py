@@ -33,6 +33,7 @@ from modelserver.errors import (
 )
 from modelserver.metrics import Metrics
 from modelserver.servable import Servable
+from modelserver.versions import aspired_versions, list_versions
 
 log = logging.getLogger("modelserver.manager")
 
@@ -115,15 +116,7 @@ class Manager:
             self._stop.wait(max(self._options.file_system_poll_wait_seconds, 0.5))
         failed = self._failures()
         if failed:
-            raise ServingError(
-                grpc.StatusCode.UNKNOWN,
-                f"{len(failed)} servable(s) did not become available: {{"
-                + "".join(
-                    f"{{name: {n} version: {v}}} due to error: {e.code_name}: {e.message}, "
-                    for n, v, e in failed
-                )
-                + "}",
-            )
+            raise _not_available("servable(s)", failed)
 
     def reload(self, config, source: Path | None = None) -> None:
         """ServerCore::ReloadConfig: replace the model list; raises ServingError on a bad one."""
@@ -158,15 +151,7 @@ class Manager:
         self.reconcile()
         failed = [(n, v, e) for n, v, e in self._failures() if n in added]
         if failed:
-            raise ServingError(
-                grpc.StatusCode.UNKNOWN,
-                f"{len(failed)} model(s) did not become available: {{"
-                + "".join(
-                    f"{{name: {n} version: {v}}} due to error: {e.code_name}: {e.message}, "
-                    for n, v, e in failed
-                )
-                + "}",
-            )
+            raise _not_available("model(s)", failed)
         self._update_labels(config)
 
     def _update_labels(self, config) -> None:
@@ -241,50 +226,11 @@ class Manager:
             }
 
     def _aspired(self, model: ModelEntry) -> set[int] | None:
-        config = model.config
-        base = Path(config.base_path)
-        if not base.is_dir():
-            log.error(
-                "FileSystemStoragePathSource encountered a filesystem access error: Could not "
-                "find base path %s for servable %s with error NOT_FOUND: %s not found",
-                base,
-                config.name,
-                base,
-            )
+        found = list_versions(model.config)
+        if found is None:
             return None
-        found: dict[int, Path] = {}
-        for child in base.iterdir():
-            try:
-                number = int(child.name)
-            except ValueError:
-                continue
-            if child.is_dir():
-                found[number] = child
-        if not found:
-            log.warning(
-                "No versions of servable %s found under base path %s. Did you forget to name "
-                "your leaf directory as a number (eg. '/1/')?",
-                config.name,
-                base,
-            )
-            return set()
         model.paths = found
-        policy = config.model_version_policy
-        choice = policy.WhichOneof("policy_choice")
-        if choice == "all":
-            return set(found)
-        if choice == "specific":
-            wanted = set(policy.specific.versions)
-            for missing in sorted(wanted - set(found)):
-                log.warning(
-                    "Version %d of servable %s, which was requested to be served as a 'specific' "
-                    "version in the servable's version policy, was not found in the file system",
-                    missing,
-                    config.name,
-                )
-            return wanted & set(found)
-        count = max(policy.latest.num_versions, 1) if choice == "latest" else 1
-        return set(sorted(found, reverse=True)[:count])
+        return aspired_versions(model.config, found)
 
     def _load(self, model: ModelEntry, version: int) -> None:
         name = model.config.name
@@ -301,7 +247,10 @@ class Manager:
                 servable = self._loader(name, version, path)
                 if self._warmup is not None:
                     self._warmup(servable)
-            except ServingError as err:
+            except Exception as err:  # noqa: BLE001 (a failed load must end the version)
+                if not isinstance(err, ServingError):
+                    log.exception("loading %s failed", path)
+                    err = ServingError(grpc.StatusCode.UNKNOWN, str(err))
                 self._metrics.load_attempt_count.inc(str(path), "fail")
                 log.error(
                     "Loading servable version {name: %s version: %d} failed: %s: %s",
@@ -410,3 +359,14 @@ class Manager:
                 VersionEntry(e.version, e.state, e.error)
                 for e in sorted(entries, key=lambda e: e.version, reverse=True)
             ]
+
+
+def _not_available(what: str, failed: list[tuple[str, int, ServingError]]) -> ServingError:
+    """load_servables_fast.cc / server_core.cc: every version that ended in an error."""
+    items = "".join(
+        f"{{name: {n} version: {v}}} due to error: {e.code_name}: {e.message}, "
+        for n, v, e in failed
+    )
+    return ServingError(
+        grpc.StatusCode.UNKNOWN, f"{len(failed)} {what} did not become available: {{{items}}}"
+    )

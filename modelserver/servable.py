@@ -15,8 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import numpy as np
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
 from modelserver.errors import (
@@ -239,5 +241,10 @@ def load_servable(
         raise
     except tf.errors.OpError as err:
         raise from_tf_error(err) from None
-    except (OSError, ValueError) as err:
-        raise ServingError(from_tf_error(err).code, f"{err} ({os.fspath(path)})") from None
+    except DecodeError:
+        raise ServingError(
+            grpc.StatusCode.DATA_LOSS,
+            f"Can't parse {os.fspath(path)}/saved_model.pb as binary proto",
+        ) from None
+    except Exception as err:  # noqa: BLE001 (any failure is this version's load error)
+        raise ServingError(grpc.StatusCode.UNKNOWN, f"{err} ({os.fspath(path)})") from None

@@ -158,6 +158,17 @@ def test_version_hot_swap_under_load(tmp_path, served_models_root, digits_images
         assert load.failures == []
         assert load.versions == {1, 2, 3}
         assert versions(handle, "digits") == {3: AVAILABLE, 2: END, 1: END}
+
+        # A version that cannot load ends in END, with its error in the status.
+        broken = tmp_path / "broken"
+        broken.mkdir()
+        (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+        copy_version(broken, base, 4)
+        wait_for(lambda: versions(handle, "digits").get(4) == END, 60, "failed load")
+        status = requests.get(f"{handle.rest_url}/v1/models/digits/versions/4", timeout=10).json()
+        (failed,) = status["model_version_status"]
+        assert failed["state"] == "END" and failed["status"]["error_code"] != "OK"
+        assert failed["status"]["error_message"]
         log = handle.log_text()
         assert "Successfully loaded servable version {name: digits version: 2}" in log
         assert "Done unloading servable version {name: digits version: 1}" in log
