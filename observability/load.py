@@ -2,8 +2,9 @@
 
 `drive(gateway_url, seconds, concurrency)` sends, from `concurrency` threads until `seconds` pass
 (or `max_requests` are sent): predictions on the example models (predict, classify, regress, a
-version label), status and metadata GETs, malformed bodies (400) and an unknown model (404), and
-ends with a burst wider than the gateway admits, which its admission control answers with 429.
+version label), status and metadata GETs, malformed bodies (400), an unknown model and an unknown
+version (404; the latter an upstream NOT_FOUND for a known model), and ends with a burst wider
+than the gateway admits, which its admission control answers with 429.
 Loopback only. Returns {HTTP status: count}.
 
     python -m observability.load --gateway http://127.0.0.1:8080 --seconds 60
@@ -39,6 +40,7 @@ REQUESTS: list[tuple[str, str, object]] = [
     ("POST", "/v1/models/half_plus_two:predict", b"{not json"),  # 400
     ("POST", "/v1/models/half_plus_two:predict", {"instances": [[1.0], "x"]}),  # 400
     ("POST", "/v1/models/no_such_model:predict", {"instances": [1.0]}),  # 404
+    ("POST", "/v1/models/digits/versions/9:predict", {"instances": [_DIGIT]}),  # 404 from upstream
 ]  # fmt: skip
 
 
@@ -91,10 +93,9 @@ def drive(
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(worker, range(concurrency)))
     # Wider than the gateway admits at once (workers x threads x 3/4): the excess gets 429.
+    # Small requests, so the burst tests admission, not TF Serving's batch queue.
     with ThreadPoolExecutor(burst) as pool:
-        body = {"instances": [_DIGIT] * 64}
-        for code in pool.map(lambda _: _send(base, "POST", "/v1/models/digits:predict", body),
-                             range(burst)):  # fmt: skip
+        for code in pool.map(lambda _: _send(base, *REQUESTS[0]), range(burst)):
             codes[code] += 1
     return codes
 
