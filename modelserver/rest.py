@@ -249,7 +249,8 @@ class _Handler(BaseHTTPRequestHandler):
     tracker: _Inflight
 
     def log_message(self, format, *args):  # noqa: A002 (BaseHTTPRequestHandler's signature)
-        log.debug("%s - %s", self.address_string(), format % args)
+        if log.isEnabledFor(logging.DEBUG):  # per request: skip the formatting when off
+            log.debug("%s - %s", self.address_string(), format % args)
 
     def _send(self, status: int, body: str, content_type: str = "application/json") -> None:
         data = body.encode("utf-8")
