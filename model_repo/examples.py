@@ -109,7 +109,31 @@ def export_keras(dest: Path, model, serve, input_spec: tf.TensorSpec) -> None:
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", serve, input_signature=[input_spec])
+    _order_archive_variables(archive)
     archive.write_out(str(dest), verbose=False)
+
+
+def _order_archive_variables(archive) -> None:
+    """Make the archive's checkpoint byte-identical from run to run.
+
+    `write_out` lists the variables the endpoints use from the traced function, whose order follows
+    object ids (memory addresses), and saves that list as `_all_variables/<i>`: the same weights
+    land under different checkpoint keys in every process. Sorting the list by variable name (unique
+    within a model) fixes the order. Relies on Keras's private `_filter_and_track_resources`; the
+    determinism test (`test_build_is_deterministic`) notices if that ever stops working.
+    """
+    collect = archive._filter_and_track_resources
+
+    def collect_in_order() -> None:
+        collect()
+        tracked = archive._tf_trackable
+        ordered = sorted(tracked._all_variables, key=lambda v: v.name)
+        names = [v.name for v in ordered]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variable names are not unique: {names}")
+        tracked._all_variables = ordered
+
+    archive._filter_and_track_resources = collect_in_order
 
 
 def export_digits(dest: Path, model, train_acc: float, test_acc: float) -> str:
