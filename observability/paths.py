@@ -27,3 +27,11 @@ def tool(name: str) -> Path:
     if found:
         return Path(found)
     raise ToolMissing(f"{name} not found in {TOOLS_BIN} or on PATH; run `bash ci/setup.sh`")
+
+
+def rules() -> list[dict]:
+    """Every rule (recording and alerting) in tfstack's rules file, in order."""
+    import yaml  # only the callers that read rules need it
+
+    groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]

@@ -11,12 +11,7 @@ import yaml
 from observability.adapter import load_rules
 from observability.contract import contract_series, metric_names, uncontracted
 from observability.dashboards import DASHBOARDS, panel_queries
-from observability.paths import REPO, RULES_FILE
-
-
-def _rules() -> list[dict]:
-    groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"]]
+from observability.paths import REPO, rules
 
 
 def test_metric_names_finds_series_and_skips_functions_labels_and_numbers():
@@ -29,13 +24,13 @@ def test_metric_names_finds_series_and_skips_functions_labels_and_numbers():
     assert uncontracted(expr, contract) == {":tf:d"}
 
 
-@pytest.mark.parametrize("rule", _rules(), ids=lambda r: r.get("record") or r["alert"])
+@pytest.mark.parametrize("rule", rules(), ids=lambda r: r.get("record") or r["alert"])
 def test_rules_use_only_contract_series(rule: dict):
     assert uncontracted(rule["expr"]) == set()
 
 
 def test_every_recording_rule_is_in_the_contract_and_nothing_else_is():
-    recorded = {rule["record"] for rule in _rules() if "record" in rule}
+    recorded = {rule["record"] for rule in rules() if "record" in rule}
     documented = {name for name, kind in contract_series().items() if kind == "recorded"}
     custom_metrics = {rule.custom_metric for rule in load_rules()}
     assert recorded - documented == set()
@@ -57,20 +52,20 @@ def test_dashboard_queries_use_only_contract_series(name: str):
 
 def test_adapter_rules_use_contract_series_and_define_the_contract_custom_metrics():
     contract = contract_series()
-    rules = load_rules()
-    for rule in rules:
+    adapter_rules = load_rules()
+    for rule in adapter_rules:
         assert uncontracted(rule.query("ns", ["a", "b"])) == set(), rule
         assert contract.get(rule.custom_metric), f"{rule.custom_metric} not in docs/metrics.md"
     raw = yaml.safe_load((REPO / "k8s/prometheus-adapter/values.yaml").read_text())["rules"]
     assert raw["default"] is False
-    for rule, item in zip(rules, raw["custom"], strict=True):
+    for rule, item in zip(adapter_rules, raw["custom"], strict=True):
         assert f'__name__="{rule.series}"' in item["seriesQuery"]
         assert item["resources"]["overrides"] == {
             "namespace": {"resource": "namespace"},
             "pod": {"resource": "pod"},
         }
     # The fixed HPA contract (BRIEF): TF Serving scales on this Pods metric.
-    assert "tfserving_requests_per_second" in {rule.custom_metric for rule in rules}
+    assert "tfserving_requests_per_second" in {rule.custom_metric for rule in adapter_rules}
 
 
 def test_the_chart_hpa_asks_for_a_metric_the_adapter_serves():

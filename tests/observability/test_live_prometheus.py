@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from observability import load
 from observability.adapter import load_rules
 from observability.contract import metric_names
 from observability.dashboards import DASHBOARDS, panel_queries, substitute
 from observability.local import NAMESPACE, start_prometheus
-from observability.paths import REPO, RULES_FILE, tool
+from observability.paths import REPO, RULES_FILE, rules, tool
 from observability.render_dashboards import render
 from tests.fixtures.gateway import GatewayHandle, start_gateway
 from tests.fixtures.modelserver import ModelServerHandle, start_modelserver
@@ -178,23 +177,16 @@ def test_dashboard_variables_resolve(stack: Stack):
                 assert {"half_plus_two", "digits"} <= values
 
 
-def _rules() -> list[dict]:
-    groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"]]
-
-
 def test_prometheus_evaluates_every_rule_without_errors(stack: Stack):
     groups = stack.api("/api/v1/rules")["groups"]
     evaluated = {rule["name"]: rule for group in groups for rule in group["rules"]}
-    for rule in _rules():
+    for rule in rules():
         name = rule.get("record") or rule["alert"]
         assert evaluated[name]["health"] == "ok", evaluated[name]
         assert not evaluated[name].get("lastError"), evaluated[name]
 
 
-@pytest.mark.parametrize(
-    "record", [r["record"] for r in _rules() if "record" in r], ids=lambda r: r
-)
+@pytest.mark.parametrize("record", [r["record"] for r in rules() if "record" in r], ids=lambda r: r)
 def test_every_recording_rule_has_data(stack: Stack, record: str):
     result = stack.query(f'{record}{{namespace="{NAMESPACE}"}}')
     assert result, f"{record} recorded nothing"
@@ -216,7 +208,7 @@ def _expected_firing(stack: Stack) -> set[str]:
     return {"TFStackGatewaySheddingLoad"} if rejected else set()
 
 
-@pytest.mark.parametrize("alert", [r for r in _rules() if "alert" in r], ids=lambda r: r["alert"])
+@pytest.mark.parametrize("alert", [r for r in rules() if "alert" in r], ids=lambda r: r["alert"])
 def test_every_alert_expression_has_the_expected_state(stack: Stack, alert: dict):
     """A healthy stack with only client errors: nothing fires, except load shedding after a
     burst past admission control (pending, as it needs 5 minutes to fire)."""

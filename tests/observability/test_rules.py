@@ -11,15 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from observability.paths import REPO, RULES_FILE, tool
+from observability.paths import REPO, RULES_FILE, rules, tool
 
 RULE_TESTS = sorted((Path(__file__).parent / "rules").glob("*_test.yaml"))
 RUNBOOKS = REPO / "docs" / "observability.md"
 
 
 def _alerts() -> list[dict]:
-    groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+    return [rule for rule in rules() if "alert" in rule]
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
