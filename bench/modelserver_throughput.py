@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
     models_root = args.models_root.resolve()
+    args.load_before = os.getloadavg()[0]  # other work on the machine skews every number
     tmp = Path(tempfile.mkdtemp(prefix="bench-modelserver-"))
     script = tmp / "predict.lua"
     script.write_text(WRK_SCRIPT % _body())
@@ -218,8 +219,9 @@ def render(results, args, batch: float | None) -> str:
     baseline = "Flask + gunicorn (baseline)"
     lines = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} "
-        f"cores ({platform.machine()}), load average before the run "
-        f"{os.getloadavg()[0]:.1f}; {args.runs} runs × {args.duration:.0f} s per cell, medians. "
+        f"cores ({platform.machine()}), load average {args.load_before:.1f} before and "
+        f"{os.getloadavg()[0]:.1f} after the run; {args.runs} runs × {args.duration:.0f} s "
+        "per cell, medians. "
         f"`python -m bench.modelserver_throughput --runs {args.runs} --duration "
         f"{args.duration:.0f}`. Baseline: {args.flask_workers} sync gunicorn workers.",
         "",
