@@ -12,7 +12,7 @@ models: setup          ## build the example SavedModels into model_repo/models (
 	@$(PY) -m model_repo.build
 
 run: models            ## the local stack: model server + gateway on loopback, Ctrl-C stops it
-	@$(PY) -m tfstack.cli up
+	@$(PY) -m tfstack.cli up --with-prometheus
 
 test: setup models     ## everything CI runs: generated-code check, lint, all test suites
 	@bash ci/test.sh

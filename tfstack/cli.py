@@ -39,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, default=None, help="gateway workers (TFSTACK_WORKERS)")
     up.add_argument("--enable-batching", action="store_true", help="server-side batching")
     up.add_argument(
+        "--with-prometheus",
+        action="store_true",
+        help="also run Prometheus (from .tools/, see ci/tools/install-prometheus.sh) with "
+        "tfstack's rules, scraping the gateway and the model server",
+    )
+    up.add_argument("--prometheus-port", type=int, default=9090)
+    up.add_argument(
         "--ready-timeout", type=float, default=180.0, help="seconds to wait for readiness"
     )
     return parser
@@ -102,14 +109,35 @@ def _gateway(args: argparse.Namespace) -> ManagedProcess:
     return ManagedProcess("gateway", argv, args.run_dir / "gateway.log", env=env, cwd=REPO)
 
 
+def _prometheus(args: argparse.Namespace) -> ManagedProcess:
+    from observability.local import start_prometheus
+
+    targets = {
+        "gateway": [f"{args.host}:{args.gateway_port}"],
+        "tfserving": [f"{args.host}:{args.rest_port}"],
+    }
+    return start_prometheus(
+        targets,
+        port=args.prometheus_port,
+        data_dir=args.run_dir / "prometheus",
+        scrape_interval="5s",
+        host=args.host,
+    )
+
+
 def _banner(args: argparse.Namespace) -> str:
     gw = f"http://{args.host}:{args.gateway_port}"
+    prometheus = (
+        f"  prometheus   http://{args.host}:{args.prometheus_port}   (tfstack's rules and alerts)\n"
+        if args.with_prometheus
+        else ""
+    )
     return f"""
 tfstack is up.
   gateway      {gw}   (TF Serving REST API; /healthz /readyz /metrics)
   model server grpc {args.host}:{args.grpc_port}, rest http://{args.host}:{args.rest_port}
                (metrics at /monitoring/prometheus/metrics)
-  logs         {args.run_dir}/gateway.log, {args.run_dir}/modelserver.log
+{prometheus}  logs         {args.run_dir}/gateway.log, {args.run_dir}/modelserver.log
 
 Try it:
   curl -s -X POST {gw}/v1/models/half_plus_two:predict -d '{{"instances": [1.0, 2.0, 5.0]}}'
@@ -124,7 +152,8 @@ def up(args: argparse.Namespace) -> int:
     args.run_dir.mkdir(parents=True, exist_ok=True)
     _check_ports_free(
         args.host,
-        {"gateway": args.gateway_port, "gRPC": args.grpc_port, "REST": args.rest_port},
+        {"gateway": args.gateway_port, "gRPC": args.grpc_port, "REST": args.rest_port}
+        | ({"Prometheus": args.prometheus_port} if args.with_prometheus else {}),
     )
     config = _render_config(args.models_root.resolve(), args.run_dir)
     stop = threading.Event()
@@ -152,6 +181,9 @@ def up(args: argparse.Namespace) -> int:
         started.append(gateway.start())
         if not ready(gateway, f"http://{args.host}:{args.gateway_port}/readyz"):
             return 0
+        if args.with_prometheus:
+            print("starting Prometheus ...", flush=True)
+            started.append(_prometheus(args))
         print(_banner(args), flush=True)
         while not stop.wait(0.5):
             for proc in started:
@@ -160,7 +192,7 @@ def up(args: argparse.Namespace) -> int:
                     print(proc.log_tail(), flush=True)
                     return 1
         return 0
-    except (TimeoutError, RuntimeError) as err:
+    except (TimeoutError, RuntimeError) as err:  # includes a missing Prometheus binary
         print(f"tfstack up: {err}", file=sys.stderr, flush=True)
         return 1
     finally:

@@ -1,0 +1,105 @@
+"""`tfstack up` (README's run command): starts the stack, serves the example models through the
+gateway, and stops every process it started on SIGTERM or Ctrl-C (SIGINT)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tfstack.procs import ManagedProcess, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process whose parent chain leads to `pid` (read from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        children = {child for child, parent in parents.items() if parent in frontier}
+        found |= children
+        frontier = children
+    return found
+
+
+@pytest.fixture
+def stack(tmp_path, models_root):
+    ports = {name: free_port() for name in ("gateway", "grpc", "rest", "prometheus")}
+    argv = [
+        sys.executable,
+        "-m",
+        "tfstack.cli",
+        "up",
+        f"--gateway-port={ports['gateway']}",
+        f"--grpc-port={ports['grpc']}",
+        f"--rest-port={ports['rest']}",
+        f"--models-root={models_root}",
+        f"--run-dir={tmp_path / 'run'}",
+        "--workers=2",
+        "--with-prometheus",
+        f"--prometheus-port={ports['prometheus']}",
+    ]
+    proc = ManagedProcess("tfstack up", argv, tmp_path / "up.log", cwd=REPO).start()
+    proc.wait_until(lambda: "tfstack is up." in proc.log_tail(200), 240, "printing its banner")
+    yield proc, ports
+    proc.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_up_serves_the_examples_and_stops_without_orphans(stack, stop_signal):
+    proc, ports = stack
+    banner = proc.log_tail(200)
+    gateway = f"http://127.0.0.1:{ports['gateway']}"
+    assert gateway in banner and "curl" in banner
+
+    body = json.dumps({"instances": [1.0, 2.0, 5.0]}).encode()
+    request = urllib.request.Request(f"{gateway}/v1/models/half_plus_two:predict", data=body)
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        assert json.load(resp) == {"predictions": [2.5, 3.0, 4.5]}
+
+    # Prometheus came up with it and scrapes both the gateway and the model server.
+    query = f"http://127.0.0.1:{ports['prometheus']}/api/v1/query?query=up"
+    deadline = time.monotonic() + 30
+    while True:
+        with urllib.request.urlopen(query, timeout=10) as resp:
+            up = {r["metric"]["job"]: r["value"][1] for r in json.load(resp)["data"]["result"]}
+        if len(up) == 2 and set(up.values()) == {"1"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(up) == 2 and set(up.values()) == {"1"}, up
+
+    children = _descendants(proc.pid)
+    assert len(children) >= 4, "expected the model server, gunicorn master and workers, Prometheus"
+
+    # Signal only the `tfstack up` process itself, as a terminal's Ctrl-C or `kill` would.
+    os.kill(proc.pid, stop_signal)
+    proc.proc.wait(timeout=60)
+    assert proc.proc.returncode == 0, proc.log_tail()
+    assert "stopped." in proc.log_tail()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in children):
+        time.sleep(0.1)
+    assert not [p for p in children if _alive(p)], "processes outlived tfstack up"
