@@ -17,7 +17,9 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing pinned Python dependencies (first run takes about a minute)"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[server,dev,kubernetes]'
+  # This machine's pip config lists local package folders that may be absent; drop that noise.
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[server,dev,kubernetes]' \
+    2> >(grep -v "^WARNING: Location '" >&2)
   echo "$want" > "$stamp"
 else
   echo "setup: Python dependencies up to date"
