@@ -24,7 +24,6 @@ from tensorflow_serving.apis import (
 
 from modelserver.batching import BatchScheduler
 from modelserver.errors import (
-    ServingError,
     invalid_argument,
     not_found,
     unimplemented,
@@ -340,6 +339,3 @@ def _serialized_examples(model_input) -> list[bytes]:
     if not examples:
         raise invalid_argument("Input is empty.")
     return examples
-
-
-__all__ = ["Inference", "ServingError", "make_model_spec"]
