@@ -63,6 +63,24 @@ def probabilities(response) -> np.ndarray:
     return tf.make_ndarray(response.outputs["probabilities"])
 
 
+def enqueued_tasks(handle) -> int:
+    """Tasks the batch scheduler has accepted so far (input_batch_size observations)."""
+    text = requests.get(handle.metrics_url, timeout=20).text
+    name = ":tensorflow:serving:batching_session:input_batch_size_count"
+    return int(re.search(rf"^{name}\{{\}} (\d+)", text, re.M).group(1))
+
+
+def submit_and_wait_queued(handle, stub, request):
+    """Send `request` asynchronously and return once it sits in the batch queue."""
+    before = enqueued_tasks(handle)
+    future = stub.Predict.future(request, timeout=30)
+    deadline = time.monotonic() + 20
+    while enqueued_tasks(handle) == before:
+        assert time.monotonic() < deadline, "request never reached the batch queue"
+        time.sleep(0.05)
+    return future
+
+
 def test_batched_results_equal_unbatched(batching_server, modelserver):
     _, x_test, _, _ = digits_split()
     rows = [x_test[i : i + 1] for i in range(4)]
@@ -124,8 +142,8 @@ def test_sigterm_finishes_in_flight_then_exits_zero(batching_server):
     _, x_test, _, _ = digits_split()
     channel, stub = stub_for(batching_server.grpc_target)
     with channel:
-        in_flight = stub.Predict.future(digits_request(x_test[:1]), timeout=30)  # waits ~2 s
-        time.sleep(0.5)
+        # Queued: it waits out the 2 s batch timeout, so it is in flight when SIGTERM comes.
+        in_flight = submit_and_wait_queued(batching_server, stub, digits_request(x_test[:1]))
         batching_server.process.signal(signal.SIGTERM)
         assert probabilities(in_flight.result()).shape == (1, 10)
     assert batching_server.process.proc.wait(timeout=30) == 0
