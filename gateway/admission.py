@@ -19,7 +19,6 @@ docs/resilience.md.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -119,19 +118,3 @@ class Admission:
     def model_inflight(self, model: str) -> int:
         return self._model_inflight.get(model, 0)
 
-
-def admission_from_env(threads: int, environ: Mapping[str, str] = os.environ) -> Admission:
-    """`TFSTACK_MAX_INFLIGHT` (default from `threads`), `TFSTACK_MODEL_MAX_INFLIGHT`
-    (`model=limit,...`), `TFSTACK_RETRY_AFTER_S` (default 1); ValueError names the variable."""
-    values: dict[str, object] = {}
-    for name, default in (("TFSTACK_MAX_INFLIGHT", default_max_inflight(threads)),
-                          ("TFSTACK_RETRY_AFTER_S", 1)):
-        raw = environ.get(name, "").strip() or str(default)
-        if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
-            raise ValueError(f"{name}: expected an integer in [1, 100000], got {raw!r}")
-        values[name] = int(raw)
-    try:
-        limits = parse_model_limits(environ.get("TFSTACK_MODEL_MAX_INFLIGHT", ""))
-    except ValueError as err:
-        raise ValueError(f"TFSTACK_MODEL_MAX_INFLIGHT: {err}") from None
-    return Admission(values["TFSTACK_MAX_INFLIGHT"], limits, values["TFSTACK_RETRY_AFTER_S"])

@@ -1,6 +1,6 @@
 """Which TF Serving gRPC endpoints (`host:port`) are ready right now.
 
-Three sources, chosen by `TFSTACK_DISCOVERY` (see docs/resilience.md):
+Three sources, chosen by `TFSTACK_DISCOVERY` (parsed in settings.py; see docs/resilience.md):
 
 - `static`: the `TFSTACK_BACKENDS` list as given (the local stack);
 - `dns`: each `TFSTACK_BACKENDS` entry is a headless Service name and port, re-resolved every few
@@ -365,7 +365,7 @@ class EndpointSliceDiscovery(_Worker):
 
 @dataclass(frozen=True)
 class DiscoveryConfig:
-    """How to find backends; parsed once at start-up from `TFSTACK_*` (see `from_env`)."""
+    """How to find backends (settings.py parses `TFSTACK_DISCOVERY*`; docs/resilience.md)."""
 
     mode: str = "static"
     backends: tuple[str, ...] = ()  # static: the endpoints; dns: names to resolve
@@ -377,54 +377,26 @@ class DiscoveryConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> DiscoveryConfig:
-        """Read and validate; a ValueError names the variable to fix."""
-        mode = environ.get("TFSTACK_DISCOVERY", "static").strip().lower()
-        if mode not in MODES:
-            raise ValueError(f"TFSTACK_DISCOVERY must be one of {', '.join(MODES)}, not {mode!r}")
-        backends = tuple(b.strip() for b in environ.get("TFSTACK_BACKENDS", "").split(",")
-                         if b.strip())
-        for backend in backends:
-            try:
-                split_host_port(backend)
-            except ValueError as err:
-                raise ValueError(f"TFSTACK_BACKENDS: {err}") from None
-        if mode in ("static", "dns") and not backends:
-            raise ValueError(f"TFSTACK_BACKENDS must list host:port entries in {mode} mode")
-        service = environ.get("TFSTACK_DISCOVERY_SERVICE", "").strip()
-        namespace = environ.get("TFSTACK_DISCOVERY_NAMESPACE", "").strip()
-        if mode == "endpointslices":
-            if not service:
-                raise ValueError("TFSTACK_DISCOVERY_SERVICE must name the TF Serving Service")
-            namespace = namespace or _own_namespace()
-        raw_interval = environ.get("TFSTACK_DISCOVERY_DNS_INTERVAL_S", "5")
-        try:
-            interval = float(raw_interval)
-        except ValueError:
-            interval = -1.0
-        if not 0.1 <= interval <= 3600:
-            raise ValueError(
-                f"TFSTACK_DISCOVERY_DNS_INTERVAL_S must be 0.1..3600, not {raw_interval!r}"
-            )
-        return cls(mode, backends, service, namespace,
-                   environ.get("TFSTACK_DISCOVERY_PORT_NAME", "grpc").strip(), interval,
-                   environ.get("TFSTACK_DISCOVERY_API_URL", "").strip())
+        """Parse `TFSTACK_*` with the gateway's settings parser (SettingsError names the
+        variable to fix)."""
+        from gateway.settings import load_settings  # settings imports this module
+
+        return cls.from_settings(load_settings(environ))
+
+    @classmethod
+    def from_settings(cls, settings: object) -> DiscoveryConfig:
+        """From the gateway's parsed `Settings` (its `discovery*` and `backends` fields)."""
+        s = settings
+        return cls(s.discovery, tuple(s.backends), s.discovery_service, s.discovery_namespace,
+                   s.discovery_port_name, float(s.discovery_dns_interval_s), s.discovery_api_url)
 
     def build(self) -> Discovery:
         """The source this configuration selects (not started)."""
         if self.mode == "dns":
             return DnsDiscovery(self.backends, interval_s=self.dns_interval_s)
         if self.mode == "endpointslices":
+            namespace = self.namespace or IN_CLUSTER_NAMESPACE.read_text().strip()
             return EndpointSliceDiscovery(
-                self.service, self.namespace, self.port_name, api_url=self.api_url
+                self.service, namespace, self.port_name, api_url=self.api_url
             )
         return StaticDiscovery(self.backends)
-
-
-def _own_namespace() -> str:
-    try:
-        return IN_CLUSTER_NAMESPACE.read_text().strip()
-    except OSError:
-        raise ValueError(
-            "TFSTACK_DISCOVERY_NAMESPACE must be set (not running in a pod: "
-            f"{IN_CLUSTER_NAMESPACE} is missing)"
-        ) from None

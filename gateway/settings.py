@@ -7,10 +7,15 @@ table of variables; keep it in step with `VARIABLES` below.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+
+from gateway.admission import parse_model_limits
+from gateway.discovery import IN_CLUSTER_NAMESPACE
+from gateway.discovery import MODES as DISCOVERY_MODES
 
 PREFIX = "TFSTACK_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -59,6 +64,24 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _discovery_mode(raw: str) -> str:
+    mode = raw.strip().lower()
+    if mode not in DISCOVERY_MODES:
+        raise SettingsError(f"expected one of {', '.join(DISCOVERY_MODES)}, got {raw!r}")
+    return mode
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _model_limits(raw: str) -> tuple[tuple[str, int], ...]:
+    try:
+        return tuple(parse_model_limits(raw).items())
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
+
+
 def _bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -86,6 +109,17 @@ VARIABLES: dict[str, tuple[Callable[[str], object], str]] = {
     "graceful_timeout_s": (_int(1, 3600), "30"),
     "worker_timeout_s": (_int(1, 3600), "60"),
     "debug_endpoints": (_bool, "false"),
+    # Resilience (docs/resilience.md).
+    "discovery": (_discovery_mode, "static"),
+    "discovery_service": (_text, ""),
+    "discovery_namespace": (_text, ""),
+    "discovery_port_name": (_text, "grpc"),
+    "discovery_dns_interval_s": (_int(1, 3600), "5"),
+    "discovery_api_url": (_text, ""),  # empty: in-cluster; else e.g. kubectl proxy's URL
+    "max_inflight": (_int(0, 100_000), "0"),  # 0: derived from threads (admission.py)
+    "model_max_inflight": (_model_limits, ""),
+    "retry_after_s": (_int(1, 3600), "1"),
+    "drain_delay_s": (_int(0, 3600), "0"),
 }
 
 
@@ -105,6 +139,16 @@ class Settings:
     graceful_timeout_s: int
     worker_timeout_s: int
     debug_endpoints: bool
+    discovery: str
+    discovery_service: str
+    discovery_namespace: str
+    discovery_port_name: str
+    discovery_dns_interval_s: int
+    discovery_api_url: str
+    max_inflight: int
+    model_max_inflight: tuple[tuple[str, int], ...]
+    retry_after_s: int
+    drain_delay_s: int
 
     @classmethod
     def defaults(cls, **overrides: object) -> Settings:
@@ -130,4 +174,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[field.name] = parse(raw)
         except SettingsError as err:
             raise SettingsError(f"{name}: {err}") from None
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.discovery == "endpointslices":
+        if importlib.util.find_spec("kubernetes") is None:
+            raise SettingsError(
+                "TFSTACK_DISCOVERY: endpointslices needs the kubernetes client "
+                "(pip install 'tfstack[kubernetes]')"
+            )
+        if not settings.discovery_service:
+            raise SettingsError(
+                "TFSTACK_DISCOVERY_SERVICE: name the TF Serving Service to watch "
+                "(TFSTACK_DISCOVERY=endpointslices)"
+            )
+        if not settings.discovery_namespace and not IN_CLUSTER_NAMESPACE.exists():
+            raise SettingsError(
+                f"TFSTACK_DISCOVERY_NAMESPACE: required outside a pod ({IN_CLUSTER_NAMESPACE} "
+                "is missing)"
+            )
+    return settings

@@ -8,12 +8,8 @@ import time
 
 import pytest
 
-from gateway.admission import (
-    Admission,
-    admission_from_env,
-    default_max_inflight,
-    parse_model_limits,
-)
+from gateway.admission import Admission, default_max_inflight, parse_model_limits
+from gateway.settings import SettingsError, load_settings
 
 
 @pytest.mark.parametrize(("threads", "expected"), [(1, 1), (2, 1), (4, 3), (8, 7), (32, 31)])
@@ -125,27 +121,20 @@ def test_parse_model_limits_rejects(text):
         parse_model_limits(text)
 
 
-def test_from_env_defaults_and_overrides():
-    admission = admission_from_env(threads=8, environ={})
-    assert admission.max_inflight == 7
-    assert admission.model_limits == {}
-    admission = admission_from_env(threads=8, environ={
-        "TFSTACK_MAX_INFLIGHT": "20", "TFSTACK_MODEL_MAX_INFLIGHT": "digits=3",
-        "TFSTACK_RETRY_AFTER_S": "2",
-    })
-    assert (admission.max_inflight, admission.model_limits) == (20, {"digits": 3})
-    assert admission.try_acquire("digits") is None
-
-
 @pytest.mark.parametrize(
     ("environ", "variable"),
     [
-        ({"TFSTACK_MAX_INFLIGHT": "0"}, "TFSTACK_MAX_INFLIGHT"),
+        ({"TFSTACK_MAX_INFLIGHT": "-1"}, "TFSTACK_MAX_INFLIGHT"),
         ({"TFSTACK_MAX_INFLIGHT": "many"}, "TFSTACK_MAX_INFLIGHT"),
-        ({"TFSTACK_RETRY_AFTER_S": "-1"}, "TFSTACK_RETRY_AFTER_S"),
+        ({"TFSTACK_RETRY_AFTER_S": "0"}, "TFSTACK_RETRY_AFTER_S"),
         ({"TFSTACK_MODEL_MAX_INFLIGHT": "digits"}, "TFSTACK_MODEL_MAX_INFLIGHT"),
     ],
 )
-def test_from_env_errors_name_the_variable(environ, variable):
-    with pytest.raises(ValueError, match=variable):
-        admission_from_env(threads=8, environ=environ)
+def test_settings_errors_name_the_variable(environ, variable):
+    with pytest.raises(SettingsError, match=variable):
+        load_settings(environ)
+
+
+def test_settings_parse_model_limits():
+    settings = load_settings({"TFSTACK_MODEL_MAX_INFLIGHT": "digits=3, half_plus_two=5"})
+    assert dict(settings.model_max_inflight) == {"digits": 3, "half_plus_two": 5}

@@ -19,6 +19,7 @@ from gateway.discovery import (
     resolve_tcp,
     split_host_port,
 )
+from gateway.settings import SettingsError, load_settings
 
 
 class FakeResolver:
@@ -175,8 +176,12 @@ def test_stop_is_prompt_even_with_a_long_interval():
     assert time.monotonic() - start < 1
 
 
+def discovery_from_env(environ):
+    return DiscoveryConfig.from_env(environ)
+
+
 def test_config_defaults_to_static_backends():
-    config = DiscoveryConfig.from_env({"TFSTACK_BACKENDS": "127.0.0.1:8500, 127.0.0.1:8600"})
+    config = discovery_from_env({"TFSTACK_BACKENDS": "127.0.0.1:8500, 127.0.0.1:8600"})
     assert config.mode == "static"
     found = config.build()
     assert isinstance(found, StaticDiscovery)
@@ -184,13 +189,13 @@ def test_config_defaults_to_static_backends():
 
 
 def test_config_selects_dns_and_endpointslices():
-    dns = DiscoveryConfig.from_env({
+    dns = discovery_from_env({
         "TFSTACK_DISCOVERY": "dns", "TFSTACK_BACKENDS": "tfs-headless:8500",
-        "TFSTACK_DISCOVERY_DNS_INTERVAL_S": "2.5",
+        "TFSTACK_DISCOVERY_DNS_INTERVAL_S": "2",
     })
     assert isinstance(dns.build(), DnsDiscovery)
-    assert dns.dns_interval_s == 2.5
-    slices = DiscoveryConfig.from_env({
+    assert dns.dns_interval_s == 2.0
+    slices = discovery_from_env({
         "TFSTACK_DISCOVERY": "EndpointSlices", "TFSTACK_DISCOVERY_SERVICE": "tfs",
         "TFSTACK_DISCOVERY_NAMESPACE": "serving",
         "TFSTACK_DISCOVERY_API_URL": "http://127.0.0.1:8001",
@@ -205,27 +210,24 @@ def test_config_selects_dns_and_endpointslices():
 @pytest.mark.parametrize(
     ("environ", "variable"),
     [
-        ({"TFSTACK_DISCOVERY": "consul", "TFSTACK_BACKENDS": "a:1"}, "TFSTACK_DISCOVERY"),
-        ({}, "TFSTACK_BACKENDS"),
+        ({"TFSTACK_DISCOVERY": "consul"}, "TFSTACK_DISCOVERY"),
         ({"TFSTACK_BACKENDS": "a:1,b"}, "TFSTACK_BACKENDS"),
-        ({"TFSTACK_DISCOVERY": "dns", "TFSTACK_BACKENDS": ""}, "TFSTACK_BACKENDS"),
         ({"TFSTACK_DISCOVERY": "endpointslices"}, "TFSTACK_DISCOVERY_SERVICE"),
         ({"TFSTACK_DISCOVERY": "endpointslices", "TFSTACK_DISCOVERY_SERVICE": "tfs"},
          "TFSTACK_DISCOVERY_NAMESPACE"),
-        ({"TFSTACK_BACKENDS": "a:1", "TFSTACK_DISCOVERY_DNS_INTERVAL_S": "soon"},
-         "TFSTACK_DISCOVERY_DNS_INTERVAL_S"),
+        ({"TFSTACK_DISCOVERY_DNS_INTERVAL_S": "soon"}, "TFSTACK_DISCOVERY_DNS_INTERVAL_S"),
     ],
 )
 def test_config_errors_name_the_variable(environ, variable):
-    with pytest.raises(ValueError, match=variable):
-        DiscoveryConfig.from_env(environ)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings(environ)
 
 
 def test_kubernetes_client_is_imported_only_when_that_mode_runs():
     code = (
         "import sys; from gateway.discovery import DiscoveryConfig as C;"
         "C(mode='endpointslices', service='tfs', namespace='ns').build();"
-        "C.from_env({'TFSTACK_BACKENDS': 'a:1'}).build();"
+        "C(mode='static', backends=('a:1',)).build();"
         "assert 'kubernetes' not in sys.modules, 'imported kubernetes eagerly'"
     )
     root = Path(__file__).resolve().parents[2]
