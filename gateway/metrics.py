@@ -55,6 +55,26 @@ INFLIGHT = Gauge(
     multiprocess_mode="livesum",
 )
 
+ENDPOINTS = Gauge(
+    "tfstack_gateway_endpoints",
+    "Backend endpoints by state (ready: in rotation; ejected: failing, backing off or probing); "
+    "the highest count any live worker sees.",
+    ["state"],
+    multiprocess_mode="livemax",
+)
+ADMISSION_REJECTIONS = Counter(
+    "tfstack_gateway_admission_rejections_total",
+    "Requests refused with 429 by admission control, by reason "
+    "(worker_inflight, model_inflight, draining).",
+    ["reason"],
+)
+RETRIES = Counter(
+    "tfstack_gateway_retries_total",
+    "Decisions after a failed backend call: outcome=retry, or why not (unsafe, "
+    "attempts_exhausted, deadline, no_other_endpoint, budget_exhausted).",
+    ["outcome"],
+)
+
 
 def exposition() -> tuple[bytes, str]:
     """The /metrics body: summed over every worker's files in multiprocess mode."""

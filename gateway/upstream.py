@@ -19,7 +19,9 @@ import grpc
 
 from gateway import codec, metrics
 from gateway.balancing import Endpoint, EndpointPool, NoEndpoint
+from gateway.discovery import Discovery, DiscoveryConfig
 from gateway.errors import DeadlineExceeded, NoBackend, UpstreamError
+from gateway.health import HealthTracker, Prober
 from gateway.proto import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -27,6 +29,7 @@ from gateway.proto import (
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
 )
+from gateway.retry import RETRY, RetryPolicy
 from gateway.settings import Settings
 
 UNKNOWN_MODEL = "_unknown"  # metrics label for a model the backend has not confirmed
@@ -71,8 +74,11 @@ class Deadline:
     def start(cls, timeout_ms: float) -> Deadline:
         return cls(timeout_ms, time.monotonic())
 
+    def left_s(self) -> float:
+        return self.timeout_ms / 1000 - (time.monotonic() - self.started)
+
     def remaining_s(self) -> float:
-        left = self.timeout_ms / 1000 - (time.monotonic() - self.started)
+        left = self.left_s()
         if left <= 0:
             raise DeadlineExceeded(self.timeout_ms)
         return left
@@ -118,6 +124,9 @@ class _Client:
         stub = self.model if rpc == "GetModelStatus" else self.prediction
         return getattr(stub, rpc)
 
+    def close(self) -> None:
+        self.channel.close()
+
 
 class Upstream:
     def __init__(self, settings: Settings) -> None:
@@ -128,29 +137,73 @@ class Upstream:
         self._signatures: dict[ModelRef, CachedSignatures] = {}
         self._known_models: set[str] = set()
         self._ready: tuple[float, bool, list[dict[str, object]]] | None = None
+        self.health = HealthTracker()
+        self.retry = RetryPolicy()
+        self._discovery: Discovery | None = None
+        self._prober: Prober | None = None
 
     # -- endpoints ---------------------------------------------------------------------------
     @property
     def pool(self) -> EndpointPool:
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
-                options = channel_options(self.settings)
-                self._pool = EndpointPool(self.settings.backends, lambda e: _Client(e, options))
-                self._pid = os.getpid()
-                self._signatures.clear()
+                self._start_pool()
             return self._pool
+
+    def _start_pool(self) -> None:
+        """In this process: discovery feeding a health-aware pool, and the prober.
+
+        See docs/resilience.md."""
+        options = channel_options(self.settings)
+        self.health = HealthTracker()
+        self._pool = EndpointPool(
+            [], lambda e: _Client(e, options), health=self.health,
+            disconnect=lambda e: e.client.close(),
+        )
+        self._pid = os.getpid()
+        self._signatures.clear()
+        self._discovery = DiscoveryConfig.from_settings(self.settings).build()
+        self._discovery.subscribe(self._pool.update)
+        self._discovery.start()
+        # The first list or lookup, before the first call (EndpointSlice mode imports the
+        # kubernetes client first: a second or two on a busy machine).
+        self._discovery.wait_known(timeout=10.0)
+        self._prober = Prober(self.health, self._probe_address, report=_report_endpoints)
+        self._prober.start()
 
     def model_label(self, name: str) -> str:
         """`name` once a backend has answered for it, else `_unknown` (bounded label values)."""
         return name if name in self._known_models else UNKNOWN_MODEL
 
     def call(self, rpc: str, request: Any, model: str, deadline: Deadline) -> Any:
-        """One unary call on a chosen endpoint with the request's remaining deadline."""
-        timeout = deadline.remaining_s()
-        try:
-            endpoint = self.pool.acquire()
-        except NoEndpoint as err:
-            raise NoBackend(str(err)) from None
+        """One unary call with the request's remaining deadline, retried on another endpoint
+        when that is safe and the retry budget allows (gateway/retry.py)."""
+        pool = self.pool
+        self.retry.budget.record_request()
+        tried: list[str] = []
+        while True:
+            timeout = deadline.remaining_s()
+            try:
+                endpoint = pool.acquire(exclude=tried)
+            except NoEndpoint as err:
+                raise NoBackend(str(err)) from None
+            tried.append(endpoint.address)
+            try:
+                return self._attempt(endpoint, rpc, request, model, timeout)
+            except grpc.RpcError as err:
+                decision = self.retry.decide(
+                    code=err.code(), reached_backend=True, attempts=len(tried),
+                    remaining_s=deadline.left_s(), untried_endpoints=pool.untried(tried),
+                )
+                metrics.RETRIES.labels(decision).inc()
+                if err.code() == grpc.StatusCode.UNAVAILABLE and self._discovery is not None:
+                    self._discovery.refresh()  # DNS: look again now; others: no-op
+                if decision != RETRY:
+                    raise _translate(err, endpoint, deadline) from None
+
+    def _attempt(
+        self, endpoint: Endpoint, rpc: str, request: Any, model: str, timeout: float
+    ) -> Any:
         started = time.perf_counter()
         error: str | None = None
         code = "OK"
@@ -163,10 +216,11 @@ class Upstream:
             code = status.name if status else "UNKNOWN"
             if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 error = f"{code}: {err.details()}"
-            raise _translate(err, endpoint, deadline) from None
+            raise
         finally:
             elapsed = time.perf_counter() - started
             self.pool.release(endpoint, error)
+            self.health.record(endpoint.address, code)
             label = self.model_label(model)
             metrics.UPSTREAM_DURATION.labels(label, rpc).observe(elapsed)
             calls = CALLS.get()
@@ -174,6 +228,13 @@ class Upstream:
                 calls.append((endpoint.address, rpc, elapsed * 1000))
             if code != "OK":
                 metrics.UPSTREAM_ERRORS.labels(label, rpc, code).inc()
+
+    def _probe_address(self, address: str) -> bool:
+        """The health prober's check of an ejected endpoint: the readiness probe, on it alone."""
+        endpoint = self.pool.find(address)
+        if endpoint is None or endpoint.client is None:
+            return False
+        return bool(self._probe(endpoint)["ready"])
 
     # -- signatures ----------------------------------------------------------------------------
     def metadata(self, model: ModelRef, deadline: Deadline) -> Any:
@@ -239,6 +300,11 @@ class Upstream:
             code = err.code().name if err.code() else "UNKNOWN"
             return _probe_result(endpoint, f"{code}: {err.details()}")
         return _probe_result(endpoint, "")
+
+
+def _report_endpoints(counts: dict[str, int]) -> None:
+    for state, count in counts.items():
+        metrics.ENDPOINTS.labels(state).set(count)
 
 
 def _probe_result(endpoint: Endpoint, problem: str) -> dict[str, object]:
