@@ -16,7 +16,8 @@ from logging import Logger
 from flask import Blueprint, Flask, Response, current_app, g, request
 
 from gateway import accesslog, codec, metrics, routing, service
-from gateway.errors import BadTimeoutHeader, MissingOrigin, register_error_handlers
+from gateway.admission import Admission, default_max_inflight
+from gateway.errors import BadTimeoutHeader, MissingOrigin, Overloaded, register_error_handlers
 from gateway.settings import Settings, load_settings
 from gateway.upstream import CALLS, Deadline, Upstream
 
@@ -31,6 +32,7 @@ class Gateway:
     settings: Settings
     upstream: Upstream
     access_log: Logger
+    admission: Admission
 
 
 def _gateway() -> Gateway:
@@ -57,9 +59,17 @@ def v1(_path: str) -> Response:
     g.route = route
     gateway = _gateway()
     deadline = Deadline.start(_timeout_ms(gateway.settings.deadline_ms))
-    raw = request.get_data(cache=False) if request.method == "POST" else b""
-    with metrics.INFLIGHT.track_inprogress():
-        body = service.HANDLERS[route.method](gateway.upstream, route.model, raw, deadline)
+    # Admission before reading the body: an overloaded worker answers 429 at once.
+    rejection = gateway.admission.try_acquire(route.model.name)
+    if rejection is not None:
+        metrics.ADMISSION_REJECTIONS.labels(rejection.reason).inc()
+        raise Overloaded(rejection.reason, rejection.retry_after_s)
+    try:
+        raw = request.get_data(cache=False) if request.method == "POST" else b""
+        with metrics.INFLIGHT.track_inprogress():
+            body = service.HANDLERS[route.method](gateway.upstream, route.model, raw, deadline)
+    finally:
+        gateway.admission.release(route.model.name)
     return json_response(body)
 
 
@@ -98,8 +108,17 @@ def healthz() -> Response:
 
 @ops.get("/readyz")
 def readyz() -> Response:
-    ready, endpoints = _gateway().upstream.readiness()
+    gateway = _gateway()
+    if gateway.admission.draining or _drain_flagged():
+        return json_response({"ready": False, "draining": True}, 503)
+    ready, endpoints = gateway.upstream.readiness()
     return json_response({"ready": ready, "endpoints": endpoints}, 200 if ready else 503)
+
+
+def _drain_flagged() -> bool:
+    """gunicorn.conf.py's master flags a drain (SIGTERM) with a file every worker can see."""
+    flag = os.environ.get("_TFSTACK_DRAIN_FLAG")
+    return bool(flag) and os.path.exists(flag)
 
 
 @ops.get("/metrics")
@@ -183,6 +202,11 @@ def create_app(settings: Settings | None = None, upstream: Upstream | None = Non
         settings=settings,
         upstream=upstream or Upstream(settings),
         access_log=accesslog.configure(settings.log_level, settings.access_log),
+        admission=Admission(
+            settings.max_inflight or default_max_inflight(settings.threads),
+            dict(settings.model_max_inflight),
+            settings.retry_after_s,
+        ),
     )
     app.before_request(_before)
     app.after_request(_after)

@@ -110,6 +110,16 @@ class NoBackend(GatewayError):
         super().__init__(f"No backend available: {detail}")
 
 
+class Overloaded(GatewayError):
+    """Refused by admission control (gateway/admission.py): come back after `Retry-After`."""
+
+    status = 429
+
+    def __init__(self, reason: str, retry_after_s: int) -> None:
+        super().__init__(f"Too many requests in flight ({reason}); retry after {retry_after_s}s")
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class UpstreamError(GatewayError):
     """A backend's gRPC error, passed through with TF Serving's status mapping and message."""
 
@@ -127,7 +137,9 @@ def json_error(status: int, message: str, **extra: object) -> Response:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(GatewayError)
     def _gateway_error(err: GatewayError) -> Response:
-        return json_error(err.status, err.message)
+        response = json_error(err.status, err.message)
+        response.headers.update(getattr(err, "headers", {}))
+        return response
 
     @app.errorhandler(CodecError)
     def _codec_error(err: CodecError) -> Response:
