@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 
 from gateway.settings import SettingsError, load_settings
 
@@ -40,6 +41,9 @@ limit_request_line = 8190
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _created_metrics_dir: str | None = None
+# The master creates this file on SIGTERM; workers' /readyz answers 503 while it exists.
+DRAIN_FLAG_ENV = "_TFSTACK_DRAIN_FLAG"
+_drain_dir: str | None = None
 
 
 def on_starting(server):
@@ -47,7 +51,9 @@ def on_starting(server):
 
     Set before any worker is forked so each worker imports prometheus_client in that mode.
     """
-    global _created_metrics_dir
+    global _created_metrics_dir, _drain_dir
+    _drain_dir = tempfile.mkdtemp(prefix="tfstack-gateway-drain-")
+    os.environ[DRAIN_FLAG_ENV] = os.path.join(_drain_dir, "draining")
     path = os.environ.get(_MULTIPROC_ENV)
     if not path:
         path = _created_metrics_dir = tempfile.mkdtemp(prefix="tfstack-gateway-metrics-")
@@ -56,6 +62,35 @@ def on_starting(server):
     for stale in glob.glob(os.path.join(path, "*.db")):
         os.remove(stale)
     server.log.info("prometheus multiprocess dir: %s", path)
+
+
+def when_ready(server):
+    """Drain (docs/resilience.md): on SIGTERM, readiness turns false at once and the gateway keeps
+    serving for TFSTACK_DRAIN_DELAY_S (Kubernetes takes the pod out of its endpoints meanwhile);
+    then gunicorn stops as usual: listeners closed, in-flight requests finished, exit 0.
+    A second SIGTERM, or SIGINT/SIGQUIT, stops at once."""
+    delay = _settings.drain_delay_s
+    if delay <= 0:
+        return
+    stop = server.handle_term  # raises StopIteration: the arbiter's graceful shutdown
+    murder_workers = server.murder_workers
+    drain_until: list[float] = []
+
+    def handle_term():
+        if drain_until:
+            stop()
+        with open(os.environ[DRAIN_FLAG_ENV], "w"):
+            pass
+        drain_until.append(time.monotonic() + delay)
+        server.log.info("SIGTERM: not ready; serving %ss more, then shutting down", delay)
+
+    def murder_workers_then_maybe_stop():  # the arbiter calls this at least once a second
+        murder_workers()
+        if drain_until and time.monotonic() >= drain_until[0]:
+            stop()
+
+    server.handle_term = handle_term
+    server.murder_workers = murder_workers_then_maybe_stop
 
 
 def post_fork(server, worker):
@@ -71,3 +106,5 @@ def child_exit(server, worker):
 def on_exit(server):
     if _created_metrics_dir:
         shutil.rmtree(_created_metrics_dir, ignore_errors=True)
+    if _drain_dir:
+        shutil.rmtree(_drain_dir, ignore_errors=True)
