@@ -1,0 +1,36 @@
+"""`make bench`: every benchmark in turn, each in its own process, each writing its section of
+docs/benchmarks.md (or docs/resilience.md). Measurements, never pass/fail; see each script's
+--help to run one alone with other settings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+BENCHMARKS = [
+    ["bench.gateway_overhead", "--write", "docs/benchmarks.md"],
+    ["bench.modelserver_throughput"],
+    ["bench.balancing_scaling"],
+    ["bench.balancing_admission_cost"],
+]
+
+
+def main() -> int:
+    if shutil.which("wrk") is None:
+        sys.exit("make bench needs wrk: apt-get install -y wrk")
+    failed = []
+    for module, *args in BENCHMARKS:
+        print(
+            f"\n== {module} {' '.join(args)}  (load average {os.getloadavg()[0]:.1f})", flush=True
+        )
+        if subprocess.run([sys.executable, "-m", module, *args], check=False).returncode:
+            failed.append(module)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
