@@ -11,7 +11,6 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import grpc
 from google.protobuf import json_format
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -21,6 +20,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from gateway.errors import GRPC_TO_HTTP
 from modelserver import rest_json
 from modelserver.errors import ServingError, invalid_argument
 from modelserver.inference import Inference
@@ -37,26 +37,8 @@ GET_RE = re.compile(
 )
 V1_RE = re.compile(r"(?i)/v1/.*")
 
-# ToHTTPStatusCode in model_servers/http_server.cc
-HTTP_STATUS = {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNKNOWN: 500,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.INTERNAL: 500,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DATA_LOSS: 500,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-}
+# TF Serving's gRPC -> HTTP mapping is one table, shared with the gateway.
+HTTP_STATUS = GRPC_TO_HTTP
 MAX_INT64 = 2**63 - 1
 
 

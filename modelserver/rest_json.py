@@ -14,6 +14,7 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from gateway.dtypes import json_type
 from modelserver.errors import ServingError, invalid_argument, unimplemented
 from modelserver.tensors import dtype_name, numpy_dtype
 
@@ -47,23 +48,6 @@ def _dump(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _json_type(value: object) -> str:
-    """rapidjson's type names, as TF Serving's messages print them."""
-    if value is None:
-        return "Null"
-    if value is True:
-        return "True"
-    if value is False:
-        return "False"
-    if isinstance(value, dict):
-        return "Object"
-    if isinstance(value, list):
-        return "Array"
-    if isinstance(value, str):
-        return "String"
-    return "Number"
-
-
 def _is_b64(value: object) -> bool:
     return isinstance(value, dict) and len(value) == 1 and "b64" in value
 
@@ -71,7 +55,7 @@ def _is_b64(value: object) -> bool:
 def _leaf(value: object, dtype: int):
     def mismatch():
         return invalid_argument(
-            f"JSON Value: {_dump(value)} Type: {_json_type(value)} is not of expected type: "
+            f"JSON Value: {_dump(value)} Type: {json_type(value)} is not of expected type: "
             f"{dtype_name(dtype)}"
         )
 
