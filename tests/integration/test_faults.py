@@ -265,7 +265,8 @@ def test_overload_sheds_with_429_and_keeps_admitted_latency(tmp_path, replicas):
 
 
 def worker_facts(gateway_url: str) -> tuple[set[int], list[int]]:
-    """pids and RSS of the workers (each /debug/vars answer comes from one of them)."""
+    """pids and RSS of the workers that answered 20 /debug/vars requests (each answer comes
+    from one of them; not necessarily from all)."""
     facts: dict[int, int] = {}
     for _ in range(20):
         _, body = get_json(gateway_url + "/debug/vars")
@@ -421,7 +422,8 @@ def test_hostile_requests_never_get_a_5xx_or_crash_a_worker(tmp_path, replicas):
     assert statuses["413"] > 0
     valid = {by_index[i] for i in range(0, 10_000, 10)}
     assert valid == {"200"}, "the valid requests in the mix were all served"
-    assert pids_after == pids_before, "no worker was restarted"
+    assert pids_after <= pids_before, "no new worker answered"
+    assert log.count("Booting worker with pid") == 2, "no worker was restarted"
     assert "WORKER TIMEOUT" not in log and "Traceback" not in log
 
 
