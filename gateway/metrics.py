@@ -7,6 +7,8 @@ module, so every value lives in a per-process file and `/metrics` sums them over
 from __future__ import annotations
 
 import os
+import struct
+import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -78,8 +80,18 @@ RETRIES = Counter(
 
 def exposition() -> tuple[bytes, str]:
     """The /metrics body: summed over every worker's files in multiprocess mode."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    # A worker creating a metric file while the scrape reads it (first use of a new label set,
+    # a worker just forked) leaves it briefly too short to parse: prometheus_client then raises
+    # struct.error. The file is complete a moment later, so read again rather than answer 500.
+    for attempt in range(3):
+        try:
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        except struct.error:
+            if attempt == 2:
+                raise
+            time.sleep(0.01)
+    raise AssertionError("unreachable")

@@ -87,6 +87,17 @@ def test_body_over_the_limit_is_a_413(gw):
     assert resp.json() == {"error": "Request body larger than 20000 bytes (TFSTACK_MAX_BODY_BYTES)"}
 
 
+def test_a_413_on_a_keep_alive_connection_does_not_break_the_next_request(gw):
+    """gunicorn drains the unread body of a rejected request, so a pooling client can reuse the
+    connection for its next request."""
+    big = '{"instances": [' + ",".join(["1.0"] * 10_000) + "]}"
+    with requests.Session() as session:
+        resp = session.post(gw.url + PREDICT, data=big, timeout=10)
+        assert resp.status_code == 413
+        after = session.get(gw.url + "/healthz", timeout=10)
+    assert after.status_code == 200
+
+
 def test_no_backend_is_a_503_and_not_ready(tmp_path):
     handle = start_gateway(tmp_path, [f"127.0.0.1:{free_port()}"])
     try:

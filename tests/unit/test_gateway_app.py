@@ -165,3 +165,26 @@ def test_debug_endpoints_only_when_enabled(upstream):
     closed = create_app(Settings.defaults(), upstream).test_client()
     assert closed.get("/debug/vars").status_code == 404
     assert closed.get("/debug/endpoints").status_code == 404
+
+
+def test_metrics_scrape_survives_a_worker_file_caught_mid_creation(monkeypatch, tmp_path):
+    """A worker creating its metric file while a scrape reads it makes prometheus_client raise
+    struct.error (a race we cannot time on purpose, so a double raises it once): the scrape
+    reads again and answers, instead of a 500."""
+    import struct
+
+    from gateway import metrics
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    real, calls = metrics.generate_latest, []
+
+    def flaky(registry):
+        calls.append(registry)
+        if len(calls) == 1:
+            raise struct.error("unpack_from requires a buffer of at least 8 bytes")
+        return real(registry)
+
+    monkeypatch.setattr(metrics, "generate_latest", flaky)
+    body, content_type = metrics.exposition()
+    assert len(calls) == 2 and content_type.startswith("text/plain")
+    assert isinstance(body, bytes)
