@@ -1,5 +1,5 @@
 """`make bench`: every benchmark in turn, each in its own process, each writing its section of
-docs/benchmarks.md (or docs/resilience.md). Measurements, never pass/fail; see each script's
+docs/benchmarks.md where it writes one. Measurements, never pass/fail; see each script's
 --help to run one alone with other settings."""
 
 from __future__ import annotations
