@@ -12,15 +12,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf import (
-    descriptor_pb2,
-    descriptor_pool,
-    message_factory,
-    text_format,
-    wrappers_pb2,
-)
+from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from model_repo import protos
 from modelserver.errors import ServingError, invalid_argument
 
 TENSORFLOW_PLATFORM = "tensorflow"
@@ -107,64 +102,17 @@ def _where(source: Path | None, model_name: str) -> str:
     return f"{source}: "
 
 
-# -- monitoring and batching configs (private pool) ---------------------------------------------
-def _build_pool() -> descriptor_pool.DescriptorPool:
-    pool = descriptor_pool.DescriptorPool()
-    wrappers = descriptor_pb2.FileDescriptorProto()
-    wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
-    pool.Add(wrappers)
-    F = descriptor_pb2.FieldDescriptorProto  # noqa: N806
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="tfstack/modelserver/serving_configs.proto",
-        package="tensorflow.serving",
-        dependency=["google/protobuf/wrappers.proto"],
-        syntax="proto3",
-    )
-
-    def message(name: str, fields: list[tuple[str, int, int, str | None, bool]]) -> None:
-        msg = proto.message_type.add(name=name)
-        for field_name, number, ftype, type_name, repeated in fields:
-            field = msg.field.add(
-                name=field_name,
-                number=number,
-                type=ftype,
-                label=F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL,
-            )
-            if type_name:
-                field.type_name = type_name
-
-    msg_t, i64 = F.TYPE_MESSAGE, ".google.protobuf.Int64Value"
-    message(
-        "PrometheusConfig",
-        [("enable", 1, F.TYPE_BOOL, None, False), ("path", 2, F.TYPE_STRING, None, False)],
-    )
-    message(
-        "MonitoringConfig",
-        [("prometheus_config", 1, msg_t, ".tensorflow.serving.PrometheusConfig", False)],
-    )
-    message(
-        "BatchingParameters",
-        [
-            ("max_batch_size", 1, msg_t, i64, False),
-            ("batch_timeout_micros", 2, msg_t, i64, False),
-            ("max_enqueued_batches", 3, msg_t, i64, False),
-            ("num_batch_threads", 4, msg_t, i64, False),
-            ("thread_pool_name", 5, msg_t, ".google.protobuf.StringValue", False),
-            ("allowed_batch_sizes", 6, F.TYPE_INT64, None, True),
-            ("pad_variable_length_inputs", 7, F.TYPE_BOOL, None, False),
-            ("enable_large_batch_splitting", 8, msg_t, ".google.protobuf.BoolValue", False),
-            ("max_execution_batch_size", 9, msg_t, i64, False),
-        ],
-    )
-    pool.Add(proto)
-    return pool
-
-
-_POOL = _build_pool()
+# -- monitoring and batching configs -----------------------------------------------------------
+# tensorflow-serving-api's wheel lacks these messages; model_repo.protos declares them (same
+# package, names and field numbers as TF Serving) in a private pool, for the validator and us.
+_MESSAGES = {
+    "tensorflow.serving.MonitoringConfig": protos.MonitoringConfig,
+    "tensorflow.serving.BatchingParameters": protos.BatchingParameters,
+}
 
 
 def _message(name: str):
-    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(name))()
+    return _MESSAGES[name]()
 
 
 @dataclass(frozen=True)
