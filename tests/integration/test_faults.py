@@ -403,12 +403,10 @@ def test_hostile_requests_never_get_a_5xx_or_crash_a_worker(tmp_path, replicas):
     rng = random.Random(4)  # noqa: S311 (reproducible test data)
     requests_ = [hostile_request(i, rng) for i in range(10_000)]
     try:
-        pids_before, _ = worker_facts(gw.url)
         by_index: dict[int, str] = {}
         target = HttpTarget(gw.url, lambda i: requests_[i], timeout_s=30,
                             on_response=lambda i, status, _body: by_index.__setitem__(i, status))
         result = run(target, requests=len(requests_), duration_s=240, concurrency=8)
-        pids_after, _ = worker_facts(gw.url)
         log = gw.process.log_path.read_text(errors="replace")
     finally:
         gw.stop()
@@ -422,7 +420,8 @@ def test_hostile_requests_never_get_a_5xx_or_crash_a_worker(tmp_path, replicas):
     assert statuses["413"] > 0
     valid = {by_index[i] for i in range(0, 10_000, 10)}
     assert valid == {"200"}, "the valid requests in the mix were all served"
-    assert pids_after <= pids_before, "no new worker answered"
+    # gunicorn logs every worker it boots: exactly the 2 started means none died or was replaced
+    # (which pids answer a handful of /debug/vars requests is a sample, not evidence).
     assert log.count("Booting worker with pid") == 2, "no worker was restarted"
     assert "WORKER TIMEOUT" not in log and "Traceback" not in log
 
