@@ -140,27 +140,16 @@ class Server:
                 else None
             )
         except (cfg.ConfigFileError, OSError) as err:
-            print(f"Failed to start server. Error: {err}", file=sys.stderr, flush=True)
-            return EXIT_START_FAILED
+            return _start_failed(str(err))
         except ServingError as err:
-            print(
-                f"Failed to start server. Error: {err.code_name}: {err.message}",
-                file=sys.stderr,
-                flush=True,
-            )
-            return EXIT_START_FAILED
+            return _start_failed(f"{err.code_name}: {err.message}")
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
         self._build(batching)
         try:
             self.manager.load_initial(model_config, source)
         except ServingError as err:
-            print(
-                f"Failed to start server. Error: {err.code_name}: {err.message}",
-                file=sys.stderr,
-                flush=True,
-            )
-            return EXIT_START_FAILED
+            return _start_failed(f"{err.code_name}: {err.message}")
         if self.stop_event.is_set():
             return 0
         return self._serve(monitoring)
@@ -288,3 +277,9 @@ class Server:
         stopped.wait(SHUTDOWN_GRACE_SECONDS)
         log.info("Server stopped.")
         return 0
+
+
+def _start_failed(error: str) -> int:
+    """TF Serving's start-up failure: its message on stderr and exit code 255."""
+    print(f"Failed to start server. Error: {error}", file=sys.stderr, flush=True)
+    return EXIT_START_FAILED

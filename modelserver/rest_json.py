@@ -14,6 +14,7 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from gateway import codec
 from gateway.dtypes import json_type
 from modelserver.errors import ServingError, invalid_argument, unimplemented
 from modelserver.tensors import dtype_name, numpy_dtype
@@ -32,16 +33,11 @@ _FLOATS = (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE)
 
 
 def parse_json(body: bytes) -> object:
-    if not body.strip():
-        raise invalid_argument("JSON Parse error: The document is empty")
+    """The body as JSON, with TF Serving's parse-error messages (shared with the gateway)."""
     try:
-        return json.loads(body)
-    except json.JSONDecodeError as err:
-        raise invalid_argument(f"JSON Parse error: {err.msg} at offset: {err.pos}") from None
-    except UnicodeDecodeError as err:
-        raise invalid_argument(
-            f"JSON Parse error: Invalid encoding in string. at offset: {err.start}"
-        ) from None
+        return codec.parse_json(body)
+    except codec.CodecError as err:
+        raise invalid_argument(err.message) from None
 
 
 def _dump(value: object) -> str:
