@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup models run test test-fast lint generate check-generated bench e2e-kind clean
+.PHONY: setup models run test test-fast lint generate check-generated bench e2e e2e-up e2e-down e2e-kind clean
 
 setup:                 ## venv with pinned deps + pinned tools in .tools/
 	@bash ci/setup.sh
@@ -31,6 +31,15 @@ check-generated: setup
 
 bench: models
 	@$(PY) -m bench.run_all
+
+e2e: setup models      ## real Kubernetes built here: cluster up, the e2e suite, teardown (ci/cluster/)
+	@bash ci/cluster/e2e.sh $(ARGS)
+
+e2e-up: setup models   ## bring the local cluster up and leave it running (ci/cluster/run.sh CMD to use it)
+	@bash ci/cluster/e2e.sh --up-only
+
+e2e-down:              ## tear the local cluster down and check nothing is left
+	@bash ci/cluster/down.sh
 
 e2e-kind:              ## needs Docker + kind: the full cluster run (see ci/kind/README.md)
 	@bash ci/kind/e2e.sh
