@@ -18,7 +18,7 @@ test: setup models     ## everything CI runs: generated-code check, lint, all te
 	@bash ci/test.sh
 
 test-fast: setup models
-	@$(PY) -m pytest -m "not slow and not kind" -q
+	@$(PY) -m pytest -m "not slow and not cluster" -q
 
 lint: setup
 	@bash ci/lint.sh

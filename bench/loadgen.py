@@ -77,9 +77,12 @@ class HttpTarget:
         request: HttpRequest | Callable[[int], HttpRequest],
         timeout_s: float = 30.0,
         on_response: Callable[[int, str, bytes], None] | None = None,
+        loopback_only: bool = True,
     ) -> None:
+        """`loopback_only=False` is for the cluster suite, which runs inside the cluster's own
+        network namespace (Service and pod addresses exist only there)."""
         url = urlsplit(base_url)
-        if url.hostname not in ("127.0.0.1", "localhost", "::1"):
+        if loopback_only and url.hostname not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("load goes to loopback only")
         self.host, self.port = url.hostname, url.port or 80
         self.request = request if callable(request) else (lambda _i, r=request: r)
@@ -258,6 +261,31 @@ def run(
         thread.join()
     records.sort()
     return LoadResult(time.perf_counter() - start, records)
+
+
+class Background:
+    """`run(...)` in a thread, for load that keeps going while a test does something else;
+    `stop_event.set()` ends it early."""
+
+    def __init__(self, target: HttpTarget | PinnedGrpcTarget, **kwargs: object) -> None:
+        self.stop_event = threading.Event()
+        self.result: LoadResult | None = None
+        self.started = time.perf_counter()
+        self.thread = threading.Thread(
+            target=self._run, args=(target,), kwargs=kwargs, daemon=True)
+        self.thread.start()
+
+    def _run(self, target: HttpTarget | PinnedGrpcTarget, **kwargs: object) -> None:
+        self.result = run(target, stop=self.stop_event, **kwargs)  # type: ignore[arg-type]
+
+    def offset(self) -> float:
+        """Seconds since the load started (the time base of the result's records)."""
+        return time.perf_counter() - self.started
+
+    def join(self, timeout: float = 60) -> LoadResult:
+        self.thread.join(timeout)
+        assert self.result is not None, "load generator did not finish"
+        return self.result
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -13,12 +13,12 @@ bash gateway/proto/generate.sh --check
 step "lint (ci/lint.sh)"
 bash ci/lint.sh
 
-step "pytest: every suite except the cluster-only one (-m 'not kind')"
-python -m pytest -m "not kind" "$@"
+step "pytest: every suite except the cluster-only one (-m 'not cluster')"
+python -m pytest -m "not cluster" "$@"
 
 step "not run here"
 cat <<'TXT'
-- tests marked `kind` (tests/e2e): they need a container engine and a Kubernetes cluster, which
-  this machine does not have. `make e2e-kind` runs them where Docker and kind exist (ci/kind/).
+- tests marked `cluster` (tests/e2e): they need a Kubernetes cluster. `make e2e` builds one here and
+  runs them (ci/cluster/); `make e2e-kind` runs them where Docker and kind exist (ci/kind/).
 - benchmarks (bench/): measurements, not pass/fail tests; `make bench` runs them.
 TXT

@@ -68,7 +68,7 @@ def test_full_run_in_order(tmp_path):
         r"^helm --kube-context kind-tfstack-e2e upgrade --install tfstack .*/tfstack .*--wait",
         r"^kubectl --context kind-tfstack-e2e -n tfstack rollout status .*/tfstack-tfserving",
         r"^helm --kube-context kind-tfstack-e2e test tfstack ",
-        r"^\.venv/bin/python -m pytest -m kind tests/e2e",
+        r"^\.venv/bin/python -m pytest -m cluster tests/e2e",
         r"^kubectl --context kind-tfstack-e2e -n tfstack apply -f .*load-job\.yaml$",
         r"^wait up to \d+s for: HPA tfstack-tfserving to scale out above 1 replicas$",
         r"^wait up to \d+s for: HPA tfstack-tfserving to scale back in to 1 replicas$",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.loadgen import HttpRequest, HttpTarget, LoadResult, run
+from bench.loadgen import Background, HttpRequest, HttpTarget, run
 from tests.fixtures.gateway import start_gateway
 from tests.fixtures.modelserver import ModelServerHandle, start_modelserver
 from tests.unit.test_discovery_endpointslices import NAMESPACE, SERVICE, FakeApiServer
@@ -73,30 +72,6 @@ def replicas(tmp_path_factory, models_root):
         yield pool
     finally:
         pool.stop_all()
-
-
-class Background:
-    """`run(...)` of the load generator in a thread; `stop()` ends it early."""
-
-    def __init__(self, target: HttpTarget, **kwargs: object) -> None:
-        self.stop_event = threading.Event()
-        self.result: LoadResult | None = None
-        self.started = time.perf_counter()
-        self.thread = threading.Thread(
-            target=self._run, args=(target,), kwargs=kwargs, daemon=True)
-        self.thread.start()
-
-    def _run(self, target: HttpTarget, **kwargs: object) -> None:
-        self.result = run(target, stop=self.stop_event, **kwargs)
-
-    def offset(self) -> float:
-        """Seconds since the load started (the time base of the result's records)."""
-        return time.perf_counter() - self.started
-
-    def join(self, timeout: float = 60) -> LoadResult:
-        self.thread.join(timeout)
-        assert self.result is not None, "load generator did not finish"
-        return self.result
 
 
 def get_json(url: str) -> tuple[int, dict]:

@@ -1,0 +1,98 @@
+"""Item 1: `helm install --wait` with a user's values file and image overrides only; `helm test`;
+an answer through the gateway Service; the release as installed (security, RBAC, metrics).
+Item 6: bad input to the chart fails at `helm install`, against the API server, with the
+schema's or the chart's own message."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+import yaml
+
+from tests.e2e.conftest import CHART, USER_VALUES, is_ready, new_release, restarts
+
+pytestmark = pytest.mark.cluster
+
+
+def test_install_waits_until_every_pod_serves(release):
+    pods = release.pods("tfserving") + release.pods("gateway")
+    assert len(pods) == 4, release.describe()  # minReplicas 2 + 2 gateways (user.yaml)
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        assert is_ready(pod), f"{name} is not Ready after helm install --wait\n{release.describe()}"
+        assert restarts(pod) == 0, f"{name} restarted\n{release.describe()}"
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True, name
+        for container in pod["spec"]["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+    print(f"helm install --wait took {release.install_seconds:.0f}s")
+
+
+def test_helm_test_passes(release):
+    out = release.helm_ok("test", release.name, "--logs", "--timeout", "5m")
+    assert "Phase:          Succeeded" in out or "Succeeded" in out, out
+
+
+def test_prediction_through_the_gateway_service(release):
+    with release.gateway_url() as url:
+        answer = requests.post(f"{url}/v1/models/half_plus_two:predict",
+                               json={"instances": [1.0, 2.0, 5.0]}, timeout=10)
+        assert answer.status_code == 200, answer.text
+        # TF Serving's documented answer for its half_plus_two example.
+        assert answer.json()["predictions"] == pytest.approx([2.5, 3.0, 4.5])
+        status = requests.get(f"{url}/v1/models/digits", timeout=10).json()
+        states = {v["version"]: v["state"] for v in status["model_version_status"]}
+        assert states == {"2": "AVAILABLE", "1": "AVAILABLE"}
+        canary = requests.get(f"{url}/v1/models/digits/labels/canary/metadata", timeout=10)
+        assert canary.status_code == 200, canary.text
+        assert canary.json()["model_spec"]["version"] == "2"
+
+
+def test_tf_serving_exports_prometheus_metrics(release):
+    pod = release.pods("tfserving")[0]
+    with release.pod_url(pod, 8501) as url:
+        text = requests.get(f"{url}/monitoring/prometheus/metrics", timeout=10).text
+    assert ":tensorflow:serving:request_count" in text or ":tensorflow:cc:saved_model" in text
+
+
+def test_gateway_may_watch_endpointslices_and_nothing_more(release):
+    account = f"system:serviceaccount:{release.namespace}:{release.fullname}-gateway"
+
+    def can(verb: str, resource: str) -> str:
+        return release.kubectl("auth", "can-i", verb, resource, "--as", account,
+                               check=False).strip()
+
+    assert can("watch", "endpointslices.discovery.k8s.io") == "yes"
+    assert can("list", "endpointslices.discovery.k8s.io") == "yes"
+    assert can("get", "secrets") == "no"
+    assert can("delete", "pods") == "no"
+
+
+# Representative mistakes, each with the message the schema or the chart gives.
+BAD_VALUES = {
+    "model-name": ({"models": {"bad name!": {"platform": "tensorflow"}}},
+                   "'bad name!' does not match pattern"),
+    "negative-replicas": ({"tfserving": {"replicaCount": -1}},
+                          "at '/tfserving/replicaCount': minimum: got -1, want 0"),
+    "unknown-key": ({"tfserving": {"replicas": 3}},
+                    "at '/tfserving': additional properties 'replicas' not allowed"),
+    "label-of-unserved-version": (
+        {"models": {"digits": {"labels": {"canary": 3}}}},
+        "models.digits.labels.canary: version 3 is not among the served versions [1 2]. "
+        "Add it to models.digits.versions"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_bad_values_fail_at_install_with_the_charts_message(kube, tmp_path, case):
+    values, message = BAD_VALUES[case]
+    bad = tmp_path / f"{case}.yaml"
+    bad.write_text(yaml.safe_dump(values))
+    rel = new_release(kube, "bad", USER_VALUES)
+    try:
+        result = rel.helm("install", rel.name, str(CHART), "--create-namespace",
+                          *rel.value_flags((bad,)), "--wait", "--timeout", "2m", timeout=300)
+        assert result.returncode != 0, f"helm install accepted {values}"
+        assert message in result.stderr, result.stderr
+        assert not rel.installed(), "a failed install left a release behind"
+    finally:
+        rel.delete_namespace()
