@@ -15,7 +15,7 @@ die() { log "ERROR: $*"; exit 1; }
 # CLUSTER_DIR/mntns. Short paths: unix socket paths are limited to 108 bytes.
 CLUSTER_DIR=${TFSTACK_CLUSTER_DIR:-/var/lib/tfstack-cluster}
 CLUSTER_NETNS=${TFSTACK_CLUSTER_NETNS:-tfstack-e2e}
-# The node's address inside CLUSTER_NETNS (a dummy interface; nothing outside the namespace).
+# The node's address inside CLUSTER_NETNS (on a veth inside it; nothing outside the namespace).
 NODE_NAME=tfstack-node
 NODE_IP=10.250.0.2
 SERVICE_CIDR=10.96.0.0/16

@@ -2,7 +2,7 @@
 # Brings up a single-node Kubernetes cluster from the binaries build-k8s.sh made:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd (CRI, runc, CNI bridge),
 # kubelet and kube-proxy (iptables mode), all as processes of this host, inside
-#   - a network namespace of their own ($CLUSTER_NETNS; the node's address $NODE_IP lives on a dummy
+#   - a network namespace of their own ($CLUSTER_NETNS; the node's address $NODE_IP lives on an
 #     interface there, so no cluster traffic can leave it), and
 #   - a mount namespace of their own (bound at $CLUSTER_DIR/mntns, private from the host), with
 #     tmpfs over the host paths that the kubelet, containerd and CNI hard-code (/var/lib/cni,
@@ -29,12 +29,25 @@ for s in vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops 
   echo "$s=$(cat "/proc/sys/$s")"
 done > "$CLUSTER_DIR/sysctls.saved"
 
+# --- the pods' cgroup parent, in every hierarchy (the kubelet wants it to exist) ---
+for hierarchy in /sys/fs/cgroup/*/; do
+  [ -e "$hierarchy/cgroup.procs" ] || continue
+  mkdir -p "$hierarchy${CGROUP_ROOT#/}"
+  # A new v1 cpuset starts with no CPUs and no memory nodes: inherit the parent's.
+  for f in cpuset.cpus cpuset.mems; do
+    [ -e "$hierarchy$f" ] && cat "$hierarchy$f" > "$hierarchy${CGROUP_ROOT#/}/$f"
+  done
+done
+
 # --- network namespace: loopback + the node's address ---
 ip netns add "$CLUSTER_NETNS"
 nsx() { ip netns exec "$CLUSTER_NETNS" "$@"; }
 nsx ip link set lo up
-nsx ip link add node0 type dummy
+# A veth pair with both ends inside (this kernel has no dummy driver): an interface to carry the
+# node's address and the default route.
+nsx ip link add node0 type veth peer name node0-peer
 nsx ip addr add "$NODE_IP/24" dev node0
+nsx ip link set node0-peer up
 nsx ip link set node0 up
 nsx ip route add default dev node0
 nsx sysctl -qw net.ipv4.ip_forward=1
@@ -180,6 +193,20 @@ wait_for containerd 30 ctr --address "$CONTAINERD_SOCK" version
 log "importing images into the cluster's containerd"
 bash "$here/images.sh" load --address "$CONTAINERD_SOCK"
 
+# The chart's image overrides for this cluster: the images just imported, never pulled. The TF
+# Serving image is tfstack's stand-in (modelserver/Dockerfile), run by the chart's unchanged
+# command, flags, mounts and security settings; a user's cluster runs tensorflow/serving.
+ref() { bash "$here/images.sh" list | awk -v n="$1" '$1 == n {print $2}'; }
+image_values() {  # key, image ref
+  printf '%s:\n  image:\n    repository: %s\n    tag: "%s"\n    pullPolicy: Never\n' "$1" "${2%:*}" "${2##*:}"
+}
+{
+  echo "# Written by ci/cluster/up.sh: images built here (ci/cluster/images.sh), never pulled."
+  image_values gateway "$(ref gateway)"
+  image_values modelSource "$(ref models)"
+  image_values tfserving "$(ref tfserving-standin)"
+} > "$CLUSTER_DIR/values-images.yaml"
+
 # --- kubelet ---
 echo "nameserver 127.0.0.1" > "$CLUSTER_DIR/kubelet/resolv.conf"
 cat > "$CLUSTER_DIR/kubelet/config.yaml" <<YAML
@@ -238,5 +265,6 @@ wait_for "node $NODE_NAME" 120 node_ready
 
 # --- cluster addons: CoreDNS, metrics-server, Prometheus, prometheus-adapter ---
 bash "$here/addons/apply.sh"
+touch "$CLUSTER_DIR/READY"
 log "cluster up in $(( $(date +%s) - start )) s: $(in_cluster kubectl version -o json | \
   python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])'); KUBECONFIG=$KUBECONFIG_ADMIN (inside netns $CLUSTER_NETNS)"
