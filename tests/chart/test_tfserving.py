@@ -283,9 +283,11 @@ def test_probes_mean_what_they_say(defaults):
     ]
     assert startup["exec"] == ready["exec"]
     assert (ready["periodSeconds"], ready["failureThreshold"], ready["timeoutSeconds"]) == (5, 2, 4)
-    # Liveness only catches a dead process: a TCP connect, never a model check.
+    # Liveness only catches a process that does not answer, never a model: an HTTP GET the
+    # process itself must answer (a TCP connect succeeds on a stopped process), on a path that
+    # answers whatever the models' state.
     assert live == {
-        "tcpSocket": {"port": "grpc"},
+        "httpGet": {"path": "/monitoring/prometheus/metrics", "port": "http"},
         "periodSeconds": 10,
         "failureThreshold": 6,
         "timeoutSeconds": 3,
