@@ -16,6 +16,8 @@ Environment:
   TFSTACK_E2E_WRITE_DOCS     1: also write the HPA plot to docs/img/
   TFSTACK_E2E_NO_CUSTOM_METRICS  1: this cluster has no Prometheus + prometheus-adapter; the
                              custom-metric HPA test does not run (and the summary says so)
+  TFSTACK_E2E_REUSE          a namespace holding a release from an earlier run with this variable:
+                             used as is and kept (for working on one test; never in CI)
 
 `make test` deselects the suite (`-m "not cluster"`).
 """
@@ -87,6 +89,7 @@ class Settings:
     namespace_prefix: str
     write_docs: bool
     no_custom_metrics: bool
+    reuse: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -113,6 +116,7 @@ class Settings:
             namespace_prefix=env.get("TFSTACK_E2E_NAMESPACE", "tfstack-e2e"),
             write_docs=env.get("TFSTACK_E2E_WRITE_DOCS") == "1",
             no_custom_metrics=env.get("TFSTACK_E2E_NO_CUSTOM_METRICS") == "1",
+            reuse=env.get("TFSTACK_E2E_REUSE", ""),
         )
 
 
@@ -341,6 +345,13 @@ def installed(release: Release, *args: str, wait: bool = True) -> Iterator[Relea
 @pytest.fixture(scope="session")
 def release(kube) -> Iterator[Release]:
     """The chart as a user would install it: tests/e2e/values/user.yaml + image overrides."""
+    if kube.settings.reuse:
+        values = [USER_VALUES, kube.settings.image_values]
+        rel = Release(kube, kube.settings.reuse, "tfstack", values)
+        if not rel.installed():
+            rel.install()
+        yield rel
+        return
     with installed(new_release(kube, "main", USER_VALUES)) as rel:
         yield rel
 

@@ -14,6 +14,7 @@ from tests.e2e.conftest import CHART, USER_VALUES, is_ready, new_release, restar
 pytestmark = pytest.mark.cluster
 
 
+@pytest.mark.timeout(1200)
 def test_install_waits_until_every_pod_serves(release):
     pods = release.pods("tfserving") + release.pods("gateway")
     assert len(pods) == 4, release.describe()  # minReplicas 2 + 2 gateways (user.yaml)
@@ -28,8 +29,10 @@ def test_install_waits_until_every_pod_serves(release):
 
 
 def test_helm_test_passes(release):
-    out = release.helm_ok("test", release.name, "--logs", "--timeout", "5m")
-    assert "Phase:          Succeeded" in out or "Succeeded" in out, out
+    # No --logs: the test pod is deleted once it succeeds (so that uninstall leaves nothing),
+    # and helm then fails to fetch its logs.
+    out = release.helm_ok("test", release.name, "--timeout", "5m")
+    assert "Phase:          Succeeded" in out, out
 
 
 def test_prediction_through_the_gateway_service(release):

@@ -107,6 +107,7 @@ def all_available(states: dict[str, dict[int, str]] | None) -> bool:
     return True
 
 
+@pytest.mark.timeout(900)
 def test_slow_model_load_is_not_killed(probes):
     pod = serving_pod(probes)
     started = wait_until(
@@ -131,6 +132,7 @@ def test_slow_model_load_is_not_killed(probes):
           f"{3 * LIVENESS_WINDOW_S}s (liveness window {LIVENESS_WINDOW_S}s), no restart")
 
 
+@pytest.mark.timeout(600)
 def test_not_ready_until_every_configured_version_is_available(probes):
     pod = probes.pods("tfserving")[0]
     samples: list[tuple[float, bool, bool]] = []  # (time, Ready, all AVAILABLE)
@@ -179,6 +181,7 @@ def container_pids(container_id: str) -> list[int]:
     return pids
 
 
+@pytest.mark.timeout(600)
 def test_a_process_that_stops_answering_is_restarted(probes, settings):
     if not settings.direct:
         pytest.skip("stopping a container's processes needs the node's PID namespace "

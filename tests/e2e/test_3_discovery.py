@@ -48,12 +48,13 @@ def wait_for_replicas(release: Release, count: int, timeout: float = 300) -> Non
     wait_until(settled, timeout, lambda: f"{count} Ready TF Serving pods\n{release.describe()}")
 
 
+@pytest.mark.timeout(900)
 def test_new_replica_serves_gateway_traffic_within_2s_of_ready(release):
     hpa = release.get("hpa", f"{release.fullname}-tfserving")
     minimum = hpa["spec"]["minReplicas"]
     wait_for_replicas(release, minimum)
     before = {p["metadata"]["name"] for p in release.pods("tfserving")}
-    with release.gateway_url() as url, steady_load(url, seconds=240, concurrency=4) as load:
+    with release.gateway_url() as url, steady_load(url, seconds=240, rate=20) as load:
         set_min_replicas(release, minimum + 1)
         try:
             new = wait_until(

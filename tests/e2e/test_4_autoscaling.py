@@ -60,6 +60,7 @@ class Recorder:
             "current": status.get("currentReplicas", 0),
             "ready_pods": sum(is_ready(p) for p in self.release.pods("tfserving")),
             "metric": self.current_metric(status),
+            "target": self.target(hpa["spec"]),
         }
         self.rows.append(row)
         print(row)
@@ -71,6 +72,14 @@ class Recorder:
                 return metric["resource"]["current"].get("averageUtilization")
             if metric.get("type") == "Pods" and metric["pods"]["metric"]["name"] == self.metric:
                 return parse_quantity(metric["pods"]["current"]["averageValue"])
+        return None
+
+    def target(self, spec: dict) -> float | None:
+        for metric in spec.get("metrics") or []:
+            if self.metric == "cpu" and metric.get("type") == "Resource":
+                return metric["resource"]["target"].get("averageUtilization")
+            if metric.get("type") == "Pods" and metric["pods"]["metric"]["name"] == self.metric:
+                return parse_quantity(str(metric["pods"]["target"]["averageValue"]))
         return None
 
     def until(self, check, timeout: float, what: str) -> dict:
@@ -114,13 +123,20 @@ def plot(rows: list[dict], path: Path, title: str, metric: str) -> None:
     top.step(t, [r["ready_pods"] for r in rows], where="post", label="Ready pods")
     top.set_ylabel("TF Serving replicas")
     top.legend(loc="upper right")
-    middle.plot(t, [r["metric"] if r["metric"] is not None else float("nan") for r in rows])
+    middle.plot(t, [r["metric"] if r["metric"] is not None else float("nan") for r in rows],
+                label="current (HPA status)")
+    middle.step(t, [r["target"] if r["target"] is not None else float("nan") for r in rows],
+                where="post", linestyle="--", label="target")
+    middle.legend(loc="upper right")
     middle.set_ylabel("CPU, % of request" if metric == "cpu" else f"{metric}\n(per replica)")
     bottom.plot(t, [r["load_rps"] for r in rows])
     bottom.set_ylabel("answered requests/s")
     bottom.set_xlabel("seconds")
+    loaded = [r["t_s"] for r in rows if r["phase"] == "load"]
     for axis in (top, middle, bottom):
         axis.grid(alpha=0.3)
+        if loaded:
+            axis.axvspan(min(loaded), max(loaded), color="orange", alpha=0.1)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -152,6 +168,7 @@ def scale_out_and_in(release: Release, recorder: Recorder, request: HttpRequest,
                    "the HPA to scale back in once the load stopped")
 
 
+@pytest.mark.timeout(1200)
 def test_hpa_scales_out_and_in_on_cpu(release, artifacts, settings):
     recorder = Recorder(release, "cpu")
     with release.gateway_url() as url:
@@ -172,6 +189,7 @@ def custom_metrics_api_present(release: Release) -> bool:
     return bool(found.strip())
 
 
+@pytest.mark.timeout(1500)
 def test_hpa_scales_out_and_in_on_requests_per_second(release, artifacts, settings):
     if not custom_metrics_api_present(release):
         if settings.no_custom_metrics:

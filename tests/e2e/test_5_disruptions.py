@@ -72,6 +72,7 @@ def rollout(release: Release, component: str) -> Callable[[], None]:
     return wait
 
 
+@pytest.mark.timeout(900)
 def test_deleting_a_tf_serving_pod_loses_no_request(release):
     with no_failed_requests(release, "a TF Serving pod deleted"):
         victim = release.pods("tfserving")[0]["metadata"]["name"]
@@ -81,6 +82,7 @@ def test_deleting_a_tf_serving_pod_loses_no_request(release):
         wait_settled(release, "tfserving")
 
 
+@pytest.mark.timeout(900)
 def test_rolling_update_of_tf_serving_loses_no_request(release):
     with no_failed_requests(release, "a TF Serving rolling update"):
         release.upgrade("--set", f"tfserving.podAnnotations.e2e/rollout=r{time.time():.0f}")
@@ -92,6 +94,7 @@ def digits_versions(url: str) -> dict[str, str]:
     return {v["version"]: v["state"] for v in status.get("model_version_status", [])}
 
 
+@pytest.mark.timeout(1200)
 def test_model_config_change_loses_no_request(release):
     only_2 = ("--set", "models.digits.versions={2}", "--set", "models.digits.labels.stable=2")
     with no_failed_requests(release, "a model version removed"):
@@ -108,6 +111,7 @@ def test_model_config_change_loses_no_request(release):
                    lambda: f"digits to serve versions 1 and 2: {digits_versions(url)}")
 
 
+@pytest.mark.timeout(900)
 def test_rolling_update_of_the_gateway_loses_no_request(release, settings):
     if not settings.direct:
         pytest.skip("load through a port-forward follows one gateway pod and breaks when it goes "
@@ -117,6 +121,7 @@ def test_rolling_update_of_the_gateway_loses_no_request(release, settings):
         rollout(release, "gateway")()
 
 
+@pytest.mark.timeout(900)
 def test_moved_version_label_reaches_running_pods_without_a_restart(release):
     def pod_uids() -> set[str]:
         return {p["metadata"]["uid"] for p in release.pods("tfserving")}

@@ -35,6 +35,7 @@ def leftovers(release: Release) -> list[str]:
     return [name for name in found if name != "configmap/kube-root-ca.crt"]
 
 
+@pytest.mark.timeout(900)
 def test_upgrade_applies_a_values_change(release):
     assert gateway_env(release)["TFSTACK_LOG_LEVEL"] == "info"
     release.upgrade("--set", "gateway.logLevel=debug")
@@ -45,6 +46,7 @@ def test_upgrade_applies_a_values_change(release):
     assert '"status":"deployed"' in history.replace(" ", "")
 
 
+@pytest.mark.timeout(900)
 def test_uninstall_leaves_nothing_behind(release):
     release.uninstall()
     wait_until(lambda: not leftovers(release), 120,
