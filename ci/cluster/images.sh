@@ -275,6 +275,9 @@ cmd_build() {
   local t0 base_tar base_key line name ctx key start todo=() report=()
   t0=$(date +%s)
   mkdir -p "$IMAGES_DIR" "$TFSTACK_CACHE/tmp"
+  # One build at a time per machine (CI and a developer may share the cache).
+  exec 9>"$IMAGES_DIR/.build.lock"
+  flock -w 3600 9 || die "images: another build holds $IMAGES_DIR/.build.lock"
   ctx_dir=$(mktemp -d "$TFSTACK_CACHE/tmp/contexts.XXXXXX")
   trap 'builder_stop; rm -rf "$ctx_dir"' EXIT
   start=$(date +%s)
@@ -305,7 +308,7 @@ cmd_build() {
     start=$(date +%s)
     builder_start
     "$DOCKER" load -q -i "$base_tar" >/dev/null
-    if printf '%s\n' "${todo[@]}" | grep -q '@PIP_INDEX@'; then
+    if [[ ${todo[*]} == *@PIP_INDEX@* ]]; then
       serve_wheels "$(prepare_wheelhouse)"
     fi
     report+=("$(printf '%-20s %-45s %5ss' 'builder+wheels' '' $(($(date +%s) - start)))")
