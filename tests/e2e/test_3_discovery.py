@@ -2,11 +2,12 @@
 the gateway Service, TF Serving is scaled up by one; the new pod serves gateway traffic within
 2 s of turning Ready.
 
-"Serves gateway traffic" is read on the new pod itself: TF Serving's request counter for the
-model the load calls (`:tensorflow:serving:request_count`, scraped from the pod every 0.1 s).
-Only the gateway sends predictions (probes ask for model status), so the first count is the
-first request the gateway routed there. "Ready" is when the API server first shows the pod's
-Ready condition True (polled every 0.1 s as well).
+"Serves gateway traffic" is read on the new pod itself: TF Serving's count of gRPC Predict calls
+for the model the load calls (`:tensorflow:serving:request_latency_count{API="Predict",
+entrypoint="GRPC"}`, scraped from the pod every 0.1 s). Only the gateway sends gRPC predictions
+(the probes ask for model status over REST, which `request_count` would also count), so the
+first count is the first request the gateway routed there. "Ready" is when the API server first
+shows the pod's Ready condition True (polled every 0.1 s as well).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def served(url: str) -> float | None:
         values = scrape(f"{url}/monitoring/prometheus/metrics", timeout=0.5)
     except requests.RequestException:
         return None
-    return metric_sum(values, ":tensorflow:serving:request_count", model_name="half_plus_two")
+    return metric_sum(values, ":tensorflow:serving:request_latency_count",
+                      model_name="half_plus_two", API="Predict", entrypoint="GRPC")
 
 
 def wait_for_replicas(release: Release, count: int, timeout: float = 300) -> None:

@@ -58,7 +58,8 @@ class Recorder:
             "load_rps": round(answered / max(elapsed - previous, 1e-9), 1) if self.rows else 0.0,
             "desired": status.get("desiredReplicas", 0),
             "current": status.get("currentReplicas", 0),
-            "ready_pods": sum(is_ready(p) for p in self.release.pods("tfserving")),
+            "ready_pods": sum(is_ready(p) and not p["metadata"].get("deletionTimestamp")
+                              for p in self.release.pods("tfserving")),
             "metric": self.current_metric(status),
             "target": self.target(hpa["spec"]),
         }
