@@ -16,9 +16,19 @@ bash ci/lint.sh
 step "pytest: every suite except the cluster-only one (-m 'not cluster')"
 python -m pytest -m "not cluster" "$@"
 
+if [ "${TFSTACK_SKIP_E2E:-0}" = 1 ]; then
+  e2e_note="- tests marked \`cluster\` (tests/e2e): NOT RUN, TFSTACK_SKIP_E2E=1 was set."
+else
+  step "the cluster suite on Kubernetes built here (ci/cluster/e2e.sh = make e2e)"
+  bash ci/cluster/e2e.sh
+  e2e_note="- the kind path (make e2e-kind): needs Docker and a registry; the same suite ran above on
+  the cluster built here."
+fi
+
 step "not run here"
-cat <<'TXT'
-- tests marked `cluster` (tests/e2e): they need a Kubernetes cluster. `make e2e` builds one here and
-  runs them (ci/cluster/); `make e2e-kind` runs them where Docker and kind exist (ci/kind/).
-- benchmarks (bench/): measurements, not pass/fail tests; `make bench` runs them.
+cat <<TXT
+$e2e_note
+- benchmarks (bench/): measurements, not pass/fail tests; \`make bench\` runs them.
+- GPU scheduling and NetworkPolicy enforcement: no GPU node, and the CNI bridge enforces no policy
+  (docs/cluster-e2e.md).
 TXT

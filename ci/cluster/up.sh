@@ -40,6 +40,7 @@ for hierarchy in /sys/fs/cgroup/*/; do
 done
 
 # --- network namespace: loopback + the node's address ---
+[ -d /run/netns ] || echo /run/netns >> "$CLUSTER_DIR/created-dirs"
 ip netns add "$CLUSTER_NETNS"
 nsx() { ip netns exec "$CLUSTER_NETNS" "$@"; }
 nsx ip link set lo up
