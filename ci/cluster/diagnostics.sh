@@ -15,7 +15,7 @@ dump() { local file=$1; shift; "$@" > "$dir/$file" 2>&1; }
 dump nodes.txt k describe nodes
 dump all.txt k get all,hpa,pdb,endpointslices,configmaps,apiservices -A -o wide
 dump events.txt k get events -A --sort-by=.lastTimestamp
-dump helm.txt in_cluster helm list -A
+dump helm.txt in_cluster "$here/../../.tools/bin/helm" list -A
 for ns in $(k get ns -o jsonpath='{.items[*].metadata.name}'); do
   for pod in $(k -n "$ns" get pods -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'); do
     dump "describe-$ns-$pod.txt" k -n "$ns" describe pod "$pod"
@@ -28,10 +28,13 @@ for f in "$CLUSTER_DIR"/logs/*.log; do
 done
 
 echo "---- pods not Ready or restarted ----"
-k get pods -A -o wide | awk 'NR == 1 || $3 !~ /^([0-9]+)\/\1$/ || $5 != 0'
+# READY is "ready/total"; RESTARTS may read "2 (40s ago)".
+# shellcheck disable=SC2016  # an awk program
+unhealthy='{ split($3, r, "/"); if (r[1] != r[2] || $5 != 0 || $4 != "Running") print }'
+k get pods -A -o wide | awk "NR == 1 $unhealthy"
 echo "---- last events ----"
 tail -n 40 "$dir/events.txt"
-for pod in $(k get pods -A --no-headers | awk '$3 !~ /^([0-9]+)\/\1$/ || $5 != 0 {print $1 "/" $2}'); do
+for pod in $(k get pods -A --no-headers | awk "$unhealthy" | awk '{print $1 "/" $2}'); do
   echo "---- logs of $pod (last 30 lines) ----"
   k -n "${pod%%/*}" logs "${pod#*/}" --all-containers --tail 30 2>&1
 done
