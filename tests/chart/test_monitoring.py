@@ -172,3 +172,43 @@ def test_notes_say_how_to_reach_the_gateway_and_predict():
     ) in notes
     assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
     assert "- digits from /models/digits (specific [1 2])" in notes
+
+
+MONITORING_ON = (
+    "--set", "metrics.serviceMonitor.enabled=true",
+    "--set", "metrics.podMonitor.enabled=true",
+    "--set", "metrics.prometheusRule.enabled=true",
+)
+
+
+def operator_objects(rendered) -> list[dict]:
+    return [o for o in rendered.objects if o["apiVersion"] == "monitoring.coreos.com/v1"]
+
+
+def test_a_stock_kube_prometheus_stack_selects_every_operator_object():
+    """Its serviceMonitorSelector, podMonitorSelector and ruleSelector match
+    `release: <its Helm release name>`: the chart sets it by default, on every kind."""
+    objects = operator_objects(render(*MONITORING_ON))
+    assert sorted(o["kind"] for o in objects) == ["PodMonitor", "PrometheusRule", "ServiceMonitor"]
+    for obj in objects:
+        assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack", obj["kind"]
+    renamed = operator_objects(render(*MONITORING_ON, "--set", "metrics.prometheusRelease=prom"))
+    assert {o["metadata"]["labels"]["release"] for o in renamed} == {"prom"}
+    unlabelled = operator_objects(render(*MONITORING_ON, "--set", "metrics.prometheusRelease="))
+    assert not [o for o in unlabelled if "release" in o["metadata"]["labels"]]
+
+
+def test_an_objects_own_labels_win_over_the_release_label(everything):
+    labels = {o["kind"]: o["metadata"]["labels"] for o in operator_objects(everything)}
+    assert labels["ServiceMonitor"]["release"] == "prom"
+    assert labels["ServiceMonitor"]["prometheus"] == "main"
+    assert labels["PodMonitor"]["release"] == "prom"
+    assert labels["PrometheusRule"]["release"] == "kube-prometheus-stack"
+
+
+def test_explicit_true_renders_without_the_api_and_auto_needs_it():
+    """`auto` asks .Capabilities.APIVersions, which `helm template` (and Argo CD before the CRDs
+    exist) cannot answer from a cluster; `true` renders regardless."""
+    assert not render().of_kind("ServiceMonitor")
+    assert len(render(*MONITORING_API).of_kind("ServiceMonitor")) == 2
+    assert len(operator_objects(render(*MONITORING_ON))) == 3

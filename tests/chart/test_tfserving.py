@@ -316,8 +316,8 @@ def test_first_model_readiness_alternative():
 
 def test_graceful_termination(defaults):
     container = defaults.container("tfserving")
-    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "10"]
-    assert pod_spec(defaults)["terminationGracePeriodSeconds"] == 45
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "15"]
+    assert pod_spec(defaults)["terminationGracePeriodSeconds"] == 20
 
 
 def test_rolling_update_keeps_capacity(defaults):

@@ -74,6 +74,15 @@ SCHEMA_REJECTIONS = [
     ),
     (["--set", "gateway.logLevel=verbose"], "at '/gateway/logLevel': value must be one of"),
     (
+        ["--set", "tfserving.pdb.unhealthyPodEvictionPolicy=Never"],
+        "at '/tfserving/pdb/unhealthyPodEvictionPolicy': value must be one of 'AlwaysAllow', "
+        "'IfHealthyBudget'",
+    ),
+    (
+        ["--set", "tfserving.updateStrategy.rollingUpdate.maxSurge=-1"],
+        "at '/tfserving/updateStrategy/rollingUpdate/maxSurge': 'anyOf' failed",
+    ),
+    (
         ["--set", "tfserving.topologySpread.whenUnsatisfiable=Never"],
         "value must be one of 'ScheduleAnyway', 'DoNotSchedule'",
     ),
@@ -132,8 +141,15 @@ RENDER_FAILURES = [
     ),
     (
         ["--set", "tfserving.preStopSleepSeconds=60"],
-        "tfserving.terminationGracePeriodSeconds (45) must be longer than "
+        "tfserving.terminationGracePeriodSeconds (20) must be longer than "
         "tfserving.preStopSleepSeconds (60)",
+    ),
+    (
+        ["--set", "gateway.deadlineMs=30000"],
+        "gateway.terminationGracePeriodSeconds (20) leaves 13s after the drain delay "
+        "(gateway.drainDelaySeconds, 5) and 2 s for the exit, less than a request may take "
+        "(gateway.deadlineMs, 30000): requests in flight at shutdown would be killed. "
+        "Raise the grace period to at least 37",
     ),
     (
         ["--set", "tests.model=nope"],

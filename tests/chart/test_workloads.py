@@ -144,7 +144,7 @@ def test_gateway_discovers_tf_serving(defaults):
     assert env["TFSTACK_DISCOVERY_SERVICE"] == f"{RELEASE}-tfstack-tfserving"
     assert env["TFSTACK_DISCOVERY_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["TFSTACK_DISCOVERY_PORT_NAME"] == "grpc"
-    assert env["TFSTACK_GRACEFUL_TIMEOUT_S"] == "23"  # 30 s grace - 5 s preStop - 2 s margin
+    assert env["TFSTACK_GRACEFUL_TIMEOUT_S"] == "13"  # 20 s grace - 5 s drain delay - 2 s margin
     assert env["TFSTACK_BIND"] == "0.0.0.0:8080"
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
@@ -205,7 +205,7 @@ def test_topology_spread_across_nodes(defaults):
 def test_network_policy_only_gateway_and_prometheus_reach_tf_serving(everything, defaults):
     assert not defaults.of_kind("NetworkPolicy")
     policy = everything.get("NetworkPolicy", "-tfserving")
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]  # egress: test_extensions.py
     assert (
         policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "tfserving"
     )
@@ -347,9 +347,7 @@ def test_pod_monitor_replaces_the_tf_serving_service_monitor(everything):
     assert [m["metadata"]["name"] for m in everything.of_kind("ServiceMonitor")] == [
         f"{RELEASE}-tfstack-gateway"
     ]
-    assert everything.of_kind("ServiceMonitor")[0]["metadata"]["labels"]["release"] == (
-        "kube-prometheus-stack"
-    )
+    assert everything.of_kind("ServiceMonitor")[0]["metadata"]["labels"]["release"] == "prom"
 
 
 @pytest.mark.parametrize("scenario", ["defaults", "everything"])

@@ -194,6 +194,15 @@ Arguments of the readiness script: one per model, or "<name>/<version>" for each
 {{- end }}
 
 {{/*
+Seconds gunicorn may spend finishing requests in flight after the gateway's drain delay: what the
+grace period leaves, less 2 s for the exit itself (at least 1).
+*/}}
+{{- define "tfstack.gateway.gracefulTimeout" -}}
+{{- $gw := .Values.gateway }}
+{{- max 1 (sub (sub (int $gw.terminationGracePeriodSeconds) (int $gw.drainDelaySeconds)) 2) }}
+{{- end }}
+
+{{/*
 Render-time checks: invalid combinations fail `helm install` with what to change.
 */}}
 {{- define "tfstack.validate" -}}
@@ -261,8 +270,9 @@ Render-time checks: invalid combinations fail `helm install` with what to change
 {{- if le (int .Values.tfserving.terminationGracePeriodSeconds) (int .Values.tfserving.preStopSleepSeconds) }}
 {{- fail (printf "tfserving.terminationGracePeriodSeconds (%v) must be longer than tfserving.preStopSleepSeconds (%v), or the pod is killed before it stops serving" .Values.tfserving.terminationGracePeriodSeconds .Values.tfserving.preStopSleepSeconds) }}
 {{- end }}
-{{- if le (int .Values.gateway.terminationGracePeriodSeconds) (int .Values.gateway.preStopSleepSeconds) }}
-{{- fail (printf "gateway.terminationGracePeriodSeconds (%v) must be longer than gateway.preStopSleepSeconds (%v)" .Values.gateway.terminationGracePeriodSeconds .Values.gateway.preStopSleepSeconds) }}
+{{- $gwDrain := .Values.gateway }}
+{{- if lt (mul (int (include "tfstack.gateway.gracefulTimeout" .)) 1000) (int $gwDrain.deadlineMs) }}
+{{- fail (printf "gateway.terminationGracePeriodSeconds (%v) leaves %vs after the drain delay (gateway.drainDelaySeconds, %v) and 2 s for the exit, less than a request may take (gateway.deadlineMs, %v): requests in flight at shutdown would be killed. Raise the grace period to at least %v" $gwDrain.terminationGracePeriodSeconds (include "tfstack.gateway.gracefulTimeout" .) $gwDrain.drainDelaySeconds $gwDrain.deadlineMs (add $gwDrain.drainDelaySeconds 2 (div (add $gwDrain.deadlineMs 999) 1000))) }}
 {{- end }}
 {{- if and .Values.tests.enabled (not (hasKey $models .Values.tests.model)) }}
 {{- fail (printf "tests.model: %q is not in models (%s). Name one of them, or set tests.enabled=false" .Values.tests.model (keys $models | sortAlpha | join ", ")) }}
@@ -352,4 +362,17 @@ cluster serves monitoring.coreos.com/v1. Call with (list $ .Values.metrics.servi
 {{- $ctx := index . 0 }}
 {{- $enabled := index . 1 }}
 {{- if or (eq (toString $enabled) "true") (and (eq (toString $enabled) "auto") ($ctx.Capabilities.APIVersions.Has "monitoring.coreos.com/v1")) }}true{{ end }}
+{{- end }}
+
+{{/*
+Labels a Prometheus selects its operator objects on: `release: <metrics.prometheusRelease>` (what a
+stock kube-prometheus-stack's serviceMonitorSelector, podMonitorSelector and ruleSelector match),
+then the object's own `labels`. Call with (list $ .Values.metrics.serviceMonitor.labels).
+*/}}
+{{- define "tfstack.monitoring.labels" -}}
+{{- $ctx := index . 0 }}
+{{- $labels := dict }}
+{{- with $ctx.Values.metrics.prometheusRelease }}{{ $_ := set $labels "release" . }}{{ end }}
+{{- $labels = merge (deepCopy (default dict (index . 1))) $labels }}
+{{- with $labels }}{{ toYaml . }}{{ end }}
 {{- end }}
