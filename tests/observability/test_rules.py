@@ -64,14 +64,61 @@ def test_every_alert_has_summary_description_and_a_runbook_section(alert: dict):
     assert url.split("#")[1] in _anchors(RUNBOOKS.read_text()), f"no runbook section for {url}"
 
 
-def test_chart_prometheusrule_wraps_the_rules_file_unchanged(helm_template):
+# Matchers naming a release called tfstack, and what the chart makes of them for release "rel" in
+# namespace "default" (templates/prometheusrule.yaml).
+RELEASE_SCOPE = (
+    ('job="tfstack-gateway"', 'namespace="default",job="rel-tfstack-gateway"'),
+    ('job="tfstack-tfserving"', 'namespace="default",job="rel-tfstack-tfserving"'),
+    ('deployment="tfstack-tfserving"', 'namespace="default",deployment="rel-tfstack-tfserving"'),
+    (
+        'horizontalpodautoscaler="tfstack-tfserving"',
+        'namespace="default",horizontalpodautoscaler="rel-tfstack-tfserving"',
+    ),
+    ('pod=~"tfstack-tfserving-', 'namespace="default",pod=~"rel-tfstack-tfserving-'),
+)
+SERIES = re.compile(
+    r"(?<![\w:])(tfstack_gateway_\w*|:tensorflow:[\w:]*|kube_\w*|namespace\w*:[\w:]+)(\{[^}]*\})?"
+)
+
+
+def test_every_series_the_rules_read_is_one_releases():
+    """Every selector of a tfstack, TF Serving or kube-state-metrics series (and of a recorded
+    series an alert reads) names the release's job or objects: two releases, in one namespace or
+    not, never see each other's pods."""
+    unscoped = []
+    for rule in rules():
+        for name, matchers in SERIES.findall(rule["expr"]):
+            if not re.search(r'(job|deployment|horizontalpodautoscaler)="tfstack-|pod=~"tfstack-',
+                             matchers):
+                unscoped.append((rule.get("alert") or rule.get("record"), name, matchers))
+    assert not unscoped, unscoped
+
+
+def test_chart_prometheusrule_scopes_the_rules_file_to_the_release(helm_template):
     docs = helm_template(
         "metrics.prometheusRule.enabled=true", "metrics.prometheusRule.labels.release=kps"
     )
     (rule,) = [doc for doc in docs if doc["kind"] == "PrometheusRule"]
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert rule["metadata"]["labels"]["release"] == "kps"
-    assert rule["spec"] == yaml.safe_load(RULES_FILE.read_text())
+    text = RULES_FILE.read_text()
+    for old, new in RELEASE_SCOPE:
+        assert old in text, old
+        text = text.replace(old, new)
+    assert rule["spec"] == yaml.safe_load(text)
+    assert '"tfstack-' not in yaml.safe_dump(rule["spec"])
+
+
+def test_the_monitors_set_the_job_the_rules_select(helm_template):
+    docs = helm_template("metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true")
+    jobs = {}
+    for doc in docs:
+        if doc["kind"] in ("ServiceMonitor", "PodMonitor"):
+            endpoint = (doc["spec"].get("endpoints") or doc["spec"]["podMetricsEndpoints"])[0]
+            (relabel,) = endpoint["relabelings"]
+            assert relabel["targetLabel"] == "job"
+            jobs[doc["kind"]] = relabel["replacement"]
+    assert jobs == {"ServiceMonitor": "rel-tfstack-gateway", "PodMonitor": "rel-tfstack-tfserving"}
 
 
 def test_chart_renders_no_prometheusrule_by_default(helm_template):
