@@ -99,26 +99,7 @@ mountpoint() { "$PY" -c "import json; print(json.load(open('$S/spec.json'))['mou
   || die "smoke: the chart no longer asks for a read-only root and no capabilities; update this"
 
 # ---- a throwaway containerd, configured as the cluster's must be (reference/local-cluster.md) ----
-cat >"$S/containerd.toml" <<EOF
-version = 2
-root = "$S/root"
-state = "$S/state"
-[grpc]
-  address = "$sock"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.grpc.v1.cri"]
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$S/cni-bin"
-    conf_dir = "$S/cni-conf"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-      SystemdCgroup = false
-EOF
+containerd_config "$S/root" "$S/state" "$sock" "$S/cni-bin" "$S/cni-conf" >"$S/containerd.toml"
 # The stand-in's network namespace exists before containerd's private mount namespace is made,
 # so its bind mount is visible in there (mounts made later would not propagate).
 ip netns add "$netns"

@@ -38,3 +38,40 @@ in_cluster() {
 # Addon versions and image references, among them containerd's sandbox image ($PAUSE_IMAGE).
 # shellcheck source=ci/cluster/addons/versions.sh
 source "$(dirname "${BASH_SOURCE[0]}")/addons/versions.sh"
+
+# containerd's configuration as the cluster needs it on these hosts, on stdout:
+#   containerd_config ROOT STATE SOCKET CNI_BIN_DIR CNI_CONF_DIR
+# runc with the cgroupfs driver, overlayfs, the locally built sandbox image, and
+# restrict_oom_score_adj (without it every sandbox fails here: the host refuses a negative
+# oom_score_adj, as it lacks CAP_SYS_RESOURCE).
+containerd_config() {
+  cat <<TOML
+version = 2
+root = "$1"
+state = "$2"
+[grpc]
+  address = "$3"
+[ttrpc]
+  address = "$3.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$2/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$4"
+    conf_dir = "$5"
+TOML
+}

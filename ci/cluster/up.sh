@@ -138,34 +138,8 @@ daemon kube-scheduler "$K8S_BIN/kube-scheduler" \
   --bind-address=127.0.0.1 --leader-elect=false --profiling=false
 
 # --- containerd (CRI), runc, CNI bridge ---
-cat > "$CLUSTER_DIR/containerd/config.toml" <<TOML
-version = 2
-root = "$CLUSTER_DIR/containerd/root"
-state = "$CLUSTER_DIR/containerd/state"
-[grpc]
-  address = "$CONTAINERD_SOCK"
-[ttrpc]
-  address = "$CONTAINERD_SOCK.ttrpc"
-[debug]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$CLUSTER_DIR/containerd/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
-  # Without it every sandbox fails: this host refuses negative oom_score_adj (no CAP_SYS_RESOURCE).
-  restrict_oom_score_adj = true
-  enable_selinux = false
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$CLUSTER_DIR/cni/net.d"
-TOML
+containerd_config "$CLUSTER_DIR/containerd/root" "$CLUSTER_DIR/containerd/state" \
+  "$CONTAINERD_SOCK" /usr/lib/cni "$CLUSTER_DIR/cni/net.d" > "$CLUSTER_DIR/containerd/config.toml"
 cat > "$CLUSTER_DIR/cni/net.d/10-tfstack.conflist" <<JSON
 {
   "cniVersion": "0.4.0",
