@@ -76,6 +76,14 @@ class Rendered:
         assert len(matches) == 1, f"expected one {kind} named *{suffix}, got {len(matches)}"
         return matches[0]
 
+    def models_config(self) -> dict:
+        """The models ConfigMap (`<fullname>-tfserving-models-<hash of the readiness gate>`)."""
+        matches = [
+            o for o in self.of_kind("ConfigMap") if "-tfserving-models-" in o["metadata"]["name"]
+        ]
+        assert len(matches) == 1, f"expected one models ConfigMap, got {len(matches)}"
+        return matches[0]
+
     def deployment(self, component: str) -> dict:
         return self.get("Deployment", f"-{component}")
 

@@ -54,7 +54,7 @@ def served(models_root, tmp_path_factory):
     rendered = render(*SERVED)
     root = tmp_path_factory.mktemp("chart-tfserving")
     dirs = {CONTAINER_DIRS[0]: root / "models", CONTAINER_DIRS[1]: root / "config"}
-    models_cm = rendered.get("ConfigMap", "-tfserving-models")["data"]
+    models_cm = rendered.models_config()["data"]
     write_configmap(models_cm, dirs[CONTAINER_DIRS[0]], models_root)
     write_configmap(
         rendered.get("ConfigMap", "-tfserving-config")["data"], dirs[CONTAINER_DIRS[1]], models_root
@@ -111,9 +111,9 @@ def test_label_change_is_picked_up_by_polling(served, models_root):
         return requests.get(url, timeout=5).json().get("model_spec", {}).get("version", "")
 
     assert canary() == ""  # no such label yet
-    added = render(*SERVED, "--set", "models.half_plus_two.labels.canary=1").get(
-        "ConfigMap", "-tfserving-models"
-    )["data"]
+    added = render(*SERVED, "--set", "models.half_plus_two.labels.canary=1").models_config()[
+        "data"
+    ]
     swap_configmap(added, models_dir, models_root)
     try:
         handle.process.wait_until(lambda: canary() == "1", 30, "the canary label to appear")

@@ -32,7 +32,7 @@ def pod_spec(rendered, component="tfserving") -> dict:
 
 
 def model_config(rendered) -> model_server_config_pb2.ModelServerConfig:
-    text = rendered.get("ConfigMap", "-tfserving-models")["data"]["models.config"]
+    text = rendered.models_config()["data"]["models.config"]
     return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
 
 
@@ -127,7 +127,8 @@ def test_model_config_is_mounted_as_a_directory_and_not_checksummed(defaults):
     assert mounts["model-config"]["mountPath"] == "/etc/tfstack/models"
     assert "subPath" not in mounts["model-config"]
     volumes = {v["name"]: v for v in pod_spec(defaults)["volumes"]}
-    assert volumes["model-config"]["configMap"]["name"].endswith("-tfserving-models")
+    name = volumes["model-config"]["configMap"]["name"]
+    assert name == defaults.models_config()["metadata"]["name"]
     annotations = defaults.deployment("tfserving")["spec"]["template"]["metadata"]["annotations"]
     checksummed = [k for k in annotations if k.startswith("checksum/")]
     assert checksummed == ["checksum/config"]
@@ -144,22 +145,32 @@ def test_startup_config_change_rolls_pods_but_model_change_does_not():
 
 
 def test_what_reloads_in_place_and_what_rolls():
-    """Base paths, labels and latest-N are re-read by TF Serving (same pod template, no rollout);
-    changing the set of served models or versions changes the readiness gate, so the pods roll
-    one at a time and a model that cannot load stops the rollout instead of every replica."""
+    """Base paths, labels and latest-N are re-read by TF Serving (same pod template and models
+    ConfigMap, no rollout); changing the set of served models or versions changes the readiness
+    gate, so the pods roll one at a time and a model that cannot load stops the rollout instead
+    of every replica. Such a change also renders a ConfigMap of another name: the old pods keep
+    the config their readiness expects until they are replaced (with one shared ConfigMap they
+    re-read the new one, unload a version their readiness still waits for, and leave the
+    endpoints all at once — the cluster suite lost requests that way)."""
 
-    def template(*args):
-        return render(*args).deployment("tfserving")["spec"]["template"]
+    def template_and_config(*args):
+        rendered = render(*args)
+        return (rendered.deployment("tfserving")["spec"]["template"],
+                rendered.models_config()["metadata"]["name"])
 
-    base = template()
-    assert template("--set", "models.digits.labels.canary=1") == base
-    assert template("--set", "models.half_plus_two.basePath=/models/hpt") == base
-    assert template("--set", "models.half_plus_two.latestVersions=2") == base
-    assert template("--set", "models.digits_png=null") != base
-    assert (
-        template("--set", "models.digits.versions={2}", "--set", "models.digits.labels=null")
-        != base
-    )
+    base, config = template_and_config()
+    for in_place in (
+        ("--set", "models.digits.labels.canary=1"),
+        ("--set", "models.half_plus_two.basePath=/models/hpt"),
+        ("--set", "models.half_plus_two.latestVersions=2"),
+    ):
+        assert template_and_config(*in_place) == (base, config), in_place
+    for rolls in (
+        ("--set", "models.digits_png=null"),
+        ("--set", "models.digits.versions={2}", "--set", "models.digits.labels=null"),
+    ):
+        template, name = template_and_config(*rolls)
+        assert template != base and name != config, rolls
 
 
 def test_monitoring_config_enables_prometheus(defaults):
@@ -357,7 +368,7 @@ def test_default_model_config_validates_against_the_built_models(defaults, model
     import sys
 
     config = tmp_path / "models.config"
-    config.write_text(defaults.get("ConfigMap", "-tfserving-models")["data"]["models.config"])
+    config.write_text(defaults.models_config()["data"]["models.config"])
     batching = tmp_path / "batching_parameters.txt"
     batching.write_text(
         render("--set", "tfserving.batching.enabled=true").get("ConfigMap", "-tfserving-config")[

@@ -203,6 +203,18 @@ grace period leaves, less 2 s for the exit itself (at least 1).
 {{- end }}
 
 {{/*
+Name of the models ConfigMap: one per readiness gate (the targets above). Changing the set of models
+or of `specific` versions renders a new ConfigMap along with the new readiness targets, so pods of
+the previous revision keep the config their readiness expects until the rollout replaces them (the
+kubelet keeps a deleted ConfigMap's files in running pods). Everything else (labels, base paths,
+latest-N) changes this ConfigMap in place and TF Serving re-reads it without a restart.
+*/}}
+{{- define "tfstack.models.configMapName" -}}
+{{- $gate := include "tfstack.tfserving.readinessTargets" . | sha256sum | trunc 8 }}
+{{- printf "%s-models-%s" (include "tfstack.tfserving.fullname" .) $gate }}
+{{- end }}
+
+{{/*
 Render-time checks: invalid combinations fail `helm install` with what to change.
 */}}
 {{- define "tfstack.validate" -}}
