@@ -44,6 +44,11 @@ def test_tf_serving_update_strategy_defaults_to_surge_and_is_configurable(defaul
     assert recreate.deployment("tfserving")["spec"]["strategy"] == {"type": "Recreate"}
 
 
+def test_an_update_strategy_that_cannot_roll_fails_at_render_time():
+    stderr = render_error("--set", "tfserving.updateStrategy.rollingUpdate.maxSurge=0")
+    assert "maxSurge and maxUnavailable are both 0" in stderr, stderr
+
+
 def test_runtime_class_only_when_set(defaults, gpu):
     assert "runtimeClassName" not in pod_spec(defaults, "tfserving")
     assert pod_spec(gpu, "tfserving")["runtimeClassName"] == "nvidia"
