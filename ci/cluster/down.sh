@@ -72,7 +72,7 @@ fi
 if [ -f "$CLUSTER_DIR/created-dirs" ]; then
   while read -r d; do rmdir "$d" 2>/dev/null; done < "$CLUSTER_DIR/created-dirs"
 fi
-# Keep the logs of a failed run where the caller asked.
+# Keep the components' logs where the caller asked (e2e.sh: .run/cluster/cluster-logs).
 if [ -n "${TFSTACK_CLUSTER_KEEP_LOGS:-}" ] && [ -d "$CLUSTER_DIR/logs" ]; then
   mkdir -p "$TFSTACK_CLUSTER_KEEP_LOGS" && cp -r "$CLUSTER_DIR/logs/." "$TFSTACK_CLUSTER_KEEP_LOGS/"
 fi

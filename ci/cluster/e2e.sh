@@ -29,6 +29,12 @@ bash "$here/build-addons.sh"
 bash "$here/images.sh" build
 timing "binaries and images"
 
+if [ "$up_only" = 1 ]; then
+  bash "$here/up.sh" || { bash "$here/down.sh"; exit 1; }
+  log "cluster left running: bash ci/cluster/run.sh kubectl get pods -A; make e2e-down removes it"
+  exit 0
+fi
+
 status=0
 finish() {
   local rc=$?
@@ -43,12 +49,6 @@ finish() {
 trap finish EXIT
 trap 'exit 130' INT TERM
 
-if [ "$up_only" = 1 ]; then
-  trap - EXIT INT TERM
-  bash "$here/up.sh" || { bash "$here/down.sh"; exit 1; }
-  log "cluster left running: bash ci/cluster/run.sh kubectl get pods -A; make e2e-down removes it"
-  exit 0
-fi
 bash "$here/up.sh"
 timing "cluster up"
 
