@@ -2,10 +2,11 @@
 # Builds the cluster addons' binaries once per machine, each into its own image build context
 # $TFSTACK_CACHE/addons/<name>-<version>/ (binary + the few /etc files a FROM-scratch image needs):
 #   pause               ci/cluster/addons/pause/pause.c, cc -static -Os
-#   coredns             github.com/coredns/coredns                        (Go module proxy)
+#   coredns             github.com/coredns/coredns, the plugins below     (Go module proxy)
 #   metrics-server      sigs.k8s.io/metrics-server/cmd/metrics-server     (Go module proxy)
 #   prometheus-adapter  sigs.k8s.io/prometheus-adapter/cmd/adapter        (Go module proxy)
-#   prometheus          github.com/prometheus/prometheus/cmd/prometheus   (Go module proxy)
+#   prometheus          github.com/prometheus/prometheus/cmd/prometheus,  (Go module proxy)
+#                       Kubernetes service discovery only
 # Versions: ci/cluster/addons/versions.sh. Go binaries are static (CGO_ENABLED=0), -trimpath, and
 # stamped the way each project's Makefile stamps them. Usage: build-addons.sh [NAME...] (default all).
 set -euo pipefail
@@ -57,25 +58,45 @@ go_install() {
   rmdir "$tmp"
 }
 
-# go_build_wrapped CONTEXT MODULE VERSION PACKAGE LDFLAGS [TAGS]: for modules `go install
-# MODULE@VERSION` cannot build. It refuses a module whose go.mod has replace directives
-# (Prometheus replaces klog), and it fails when the proxy will not list the module's versions
-# (prometheus-adapter: 403 on @v/list, asked for a deprecation notice). The build runs in a wrapper
-# module that is upstream's go.mod under another name (same requirements, replaces, excludes, so
-# the same dependency versions) plus a requirement on the module itself.
-go_build_wrapped() {
-  local ctx=$1 mod=$2 version=$3 pkg=$4 ldflags=$5 tags=${6:-} dir wrap
+# module_tree MODULE VERSION: a writable copy of MODULE@VERSION's source (from the module proxy) in a
+# temporary directory under $ADDONS_CACHE, printed. Builds run in it as the main module, so its own
+# go.mod applies whole (replace and exclude directives included, which `go install MODULE@VERSION`
+# refuses: Prometheus replaces klog), and its generators can rewrite the plugin lists.
+module_tree() {
+  local mod=$1 version=$2 dir tree
   dir=$(go mod download -json "$mod@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)".*/\1/p')
   [ -f "$dir/go.mod" ] || die "go mod download $mod@$version gave no module directory"
-  wrap=$(mktemp -d "$ADDONS_CACHE/.build.XXXXXX")
-  sed "s#^module .*#module tfstack.local/addonbuild\n\nrequire $mod $version#" "$dir/go.mod" > "$wrap/go.mod"
-  cp "$dir/go.sum" "$wrap/go.sum"
-  mkdir -p "$ctx"
-  (cd "$wrap" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -tags "$tags" -ldflags "$ldflags" \
-    -o "$ctx/${pkg##*/}.tmp" "$pkg")
-  mv "$ctx/${pkg##*/}.tmp" "$ctx/${pkg##*/}"
-  rm -rf "$wrap"
+  tree=$(mktemp -d "$ADDONS_CACHE/.build.XXXXXX")
+  cp -R "$dir/." "$tree"
+  chmod -R u+w "$tree"
+  echo "$tree"
 }
+
+# go_build_tree CONTEXT/BINARY TREE PACKAGE LDFLAGS [TAGS]: builds PACKAGE (a path inside TREE,
+# e.g. ./cmd/adapter) into CONTEXT/BINARY as a static binary, then removes TREE.
+go_build_tree() {
+  local out=$1 tree=$2 pkg=$3 ldflags=$4 tags=${5:-}
+  mkdir -p "$(dirname "$out")"
+  (cd "$tree" && CGO_ENABLED=0 go build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$out.tmp" "$pkg")
+  mv "$out.tmp" "$out"
+  rm -rf "$tree"
+}
+
+# A context's binary is reused only when it was built from the same recipe (the plugin lists below);
+# built_from CONTEXT BINARY RECIPE says so, recipe_done CONTEXT RECIPE records it after a build.
+built_from() { [ -x "$1/$2" ] && [ "$(cat "$1/.recipe" 2>/dev/null)" = "$3" ]; }
+recipe_done() { printf '%s' "$2" > "$1/.recipe"; }
+
+# CoreDNS compiles in every plugin of its plugin.cfg (cloud DNS providers with their SDKs, tracing,
+# etcd, ...). Its documented way to choose them: edit plugin.cfg, `go generate`, `go build`. These are
+# the plugins of kubeadm's default Corefile, plus `template` and `log` that ours uses.
+COREDNS_PLUGINS="errors log health ready kubernetes prometheus forward cache loop reload loadbalance template"
+
+# Prometheus compiles in every service discovery of its plugins.yml (AWS, Azure, GCE, Consul, ...);
+# its documented way to choose them: edit plugins.yml, `make plugins` (go generate -tags plugins
+# ./plugins). The cluster's Prometheus discovers pods through the API server only; file and HTTP
+# discovery are always built in (plugins/minimum.go).
+PROMETHEUS_SD="kubernetes"
 
 build_pause() {
   local ctx src stamp sum
@@ -93,13 +114,21 @@ build_pause() {
 }
 
 build_coredns() {
-  local ctx mod=github.com/coredns/coredns
+  local ctx tree mod=github.com/coredns/coredns
   ctx=$(context_dir coredns "$COREDNS_VERSION")
   stage_etc "$ctx"
-  [ -x "$ctx/coredns" ] && return 0
+  built_from "$ctx" coredns "$COREDNS_PLUGINS" && return 0
+  tree=$(module_tree "$mod" "$COREDNS_VERSION")
+  # plugin.cfg lines are NAME:PACKAGE in execution order; keep ours, in upstream's order.
+  grep -E "^($(echo "$COREDNS_PLUGINS" | tr ' ' '|')):" "$tree/plugin.cfg" > "$tree/plugin.cfg.new"
+  [ "$(wc -l < "$tree/plugin.cfg.new")" -eq "$(wc -w <<< "$COREDNS_PLUGINS")" ] \
+    || die "coredns $COREDNS_VERSION: plugin.cfg lacks one of: $COREDNS_PLUGINS"
+  mv "$tree/plugin.cfg.new" "$tree/plugin.cfg"
+  (cd "$tree" && go generate coredns.go)
   # CoreDNS' Makefile: -X coremain.GitCommit (its version is a constant in coremain/version.go).
-  go_install "$ctx" "$mod" "$COREDNS_VERSION" \
+  go_build_tree "$ctx/coredns" "$tree" . \
     "-s -w -X $mod/coremain.GitCommit=$(module_commit "$mod" "$COREDNS_VERSION")"
+  recipe_done "$ctx" "$COREDNS_PLUGINS"
 }
 
 build_metrics_server() {
@@ -119,22 +148,30 @@ build_prometheus_adapter() {
   stage_etc "$ctx"
   [ -x "$ctx/adapter" ] && return 0
   # prometheus-adapter's Makefile stamps nothing (plain `go build ./cmd/adapter`); neither do we.
-  go_build_wrapped "$ctx" sigs.k8s.io/prometheus-adapter "$PROMETHEUS_ADAPTER_VERSION" \
-    sigs.k8s.io/prometheus-adapter/cmd/adapter "-s -w"
+  go_build_tree "$ctx/adapter" "$(module_tree sigs.k8s.io/prometheus-adapter "$PROMETHEUS_ADAPTER_VERSION")" \
+    ./cmd/adapter "-s -w"
 }
 
 # Not Debian's package binary: Debian builds Prometheus without Kubernetes service discovery (and
 # linked against libc). .promu.yml's tags and version stamps, less builtinassets (the built web UI
 # is not in the module; the HTTP API, all the adapter uses, is unaffected).
 build_prometheus() {
-  local ctx mod=github.com/prometheus/prometheus v=github.com/prometheus/common/version commit
+  local ctx tree sd mod=github.com/prometheus/prometheus v=github.com/prometheus/common/version commit
   ctx=$(context_dir prometheus "$PROMETHEUS_VERSION")
   stage_etc "$ctx"
-  [ -x "$ctx/prometheus" ] && return 0
+  built_from "$ctx" prometheus "$PROMETHEUS_SD" && return 0
+  tree=$(module_tree "$mod" "$PROMETHEUS_MODULE_VERSION")
+  for sd in $PROMETHEUS_SD; do
+    grep -qx -- "- $mod/discovery/$sd" "$tree/plugins.yml" || die "prometheus $PROMETHEUS_VERSION: no discovery '$sd' in plugins.yml"
+    echo "- $mod/discovery/$sd"
+  done > "$tree/plugins.yml.new"
+  mv "$tree/plugins.yml.new" "$tree/plugins.yml"
+  (cd "$tree" && go generate -tags plugins ./plugins)
   commit=$(module_commit "$mod" "$PROMETHEUS_MODULE_VERSION")
-  go_build_wrapped "$ctx" "$mod" "$PROMETHEUS_MODULE_VERSION" "$mod/cmd/prometheus" \
+  go_build_tree "$ctx/prometheus" "$tree" ./cmd/prometheus \
     "-s -w -X $v.Version=$PROMETHEUS_VERSION -X $v.Revision=${commit:-unknown} -X $v.Branch=HEAD -X $v.BuildUser=tfstack -X $v.BuildDate=$(module_time "$mod" "$PROMETHEUS_MODULE_VERSION")" \
     netgo,stringlabels
+  recipe_done "$ctx" "$PROMETHEUS_SD"
 }
 
 all=(pause coredns metrics-server prometheus-adapter prometheus)
