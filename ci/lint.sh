@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Linters over the whole tree: ruff (Python), shellcheck (shell), hadolint (Dockerfiles),
-# yamllint (hand-written YAML; Helm templates are linted by helm itself in tests/chart).
+# yamllint (hand-written YAML; Helm templates are linted by helm itself in tests/chart), actionlint
+# (GitHub workflows, with shellcheck over their `run:` scripts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.tools/bin:$PWD/.venv/bin:$PATH"
@@ -20,3 +21,7 @@ mapfile -t yamls < <(git ls-files -co --exclude-standard '*.yaml' '*.yml' \
   | grep -v '^charts/.*/templates/' | sort -u)
 echo "yamllint: ${#yamls[@]} files"
 [ "${#yamls[@]}" -eq 0 ] || yamllint -s -d '{extends: default, rules: {line-length: {max: 120}, document-start: disable, truthy: {check-keys: false}, comments: {min-spaces-from-content: 1}}}' "${yamls[@]}"
+
+mapfile -t workflows < <(git ls-files -co --exclude-standard '.github/workflows/*.yaml' '.github/workflows/*.yml' | sort -u)
+echo "actionlint: ${#workflows[@]} workflows"
+[ "${#workflows[@]}" -eq 0 ] || actionlint "${workflows[@]}"
