@@ -237,7 +237,7 @@ def test_gpu_profile(gpu, defaults):
 def test_image_model_source_copies_into_an_emptydir(defaults):
     spec = pod_spec(defaults)
     (init,) = spec["initContainers"]
-    assert init["image"] == "tfstack/models:0.1.0"
+    assert init["image"] == "ghcr.io/tfstack/models:0.1.0"
     assert init["command"] == ["cp", "-R", "/models/.", "/model-store/"]
     assert init["volumeMounts"] == [{"name": "models", "mountPath": "/model-store"}]
     volumes = {v["name"]: v for v in spec["volumes"]}

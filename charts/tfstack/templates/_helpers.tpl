@@ -74,26 +74,49 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-Images.
+Images. tfstack.image renders REPOSITORY:TAG[@DIGEST] from (dict "image" IMG "tag" TAG "root" $):
+global.imageRegistry, when set, replaces the repository's registry (its first path component when
+that names a host: it has a "." or ":" or is localhost), or prefixes a Docker Hub name
+(tensorflow/serving -> REGISTRY/tensorflow/serving). A digest makes the kubelet pull by digest.
 */}}
+{{- define "tfstack.image" -}}
+{{- $repo := .image.repository }}
+{{- $registry := trimSuffix "/" ((.root.Values.global).imageRegistry | default "") }}
+{{- if $registry }}
+{{- $parts := splitList "/" $repo }}
+{{- $first := first $parts }}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) }}
+{{- $repo = join "/" (rest $parts) }}
+{{- end }}
+{{- $repo = printf "%s/%s" $registry $repo }}
+{{- end }}
+{{- $ref := printf "%s:%s" $repo .tag }}
+{{- with .image.digest }}
+{{- $ref = printf "%s@%s" $ref . }}
+{{- end }}
+{{- $ref }}
+{{- end }}
+
 {{- define "tfstack.tfserving.image" -}}
 {{- $img := .Values.tfserving.image }}
 {{- $tag := ternary $img.gpuTag $img.tag (eq .Values.tfserving.accelerator "gpu") }}
-{{- printf "%s:%s" $img.repository $tag }}
+{{- include "tfstack.image" (dict "image" $img "tag" $tag "root" .) }}
 {{- end }}
 
 {{- define "tfstack.gateway.image" -}}
-{{- printf "%s:%s" .Values.gateway.image.repository (default .Chart.AppVersion .Values.gateway.image.tag) }}
+{{- $img := .Values.gateway.image }}
+{{- include "tfstack.image" (dict "image" $img "tag" (default .Chart.AppVersion $img.tag) "root" .) }}
 {{- end }}
 
 {{- define "tfstack.models.image" -}}
 {{- $img := .Values.modelSource.image }}
-{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) }}
+{{- include "tfstack.image" (dict "image" $img "tag" (default .Chart.AppVersion $img.tag) "root" .) }}
 {{- end }}
 
 {{- define "tfstack.tests.image" -}}
-{{- if .Values.tests.image.repository }}
-{{- printf "%s:%s" .Values.tests.image.repository (default .Chart.AppVersion .Values.tests.image.tag) }}
+{{- $img := .Values.tests.image }}
+{{- if $img.repository }}
+{{- include "tfstack.image" (dict "image" $img "tag" (default .Chart.AppVersion $img.tag) "root" .) }}
 {{- else }}
 {{- include "tfstack.gateway.image" . }}
 {{- end }}
