@@ -33,7 +33,9 @@ def chart_versions() -> tuple[str, str]:
 
 def test_defaults_are_the_published_images_at_the_charts_app_version():
     version, app_version = chart_versions()
-    assert version == app_version, "the release workflow publishes images and chart under one version"
+    assert version == app_version, (
+        "the release workflow publishes images and chart under one version"
+    )
     refs = set(images(render_scenario("defaults")).values())
     assert f"ghcr.io/tfstack/gateway:{app_version}" in refs
     assert f"ghcr.io/tfstack/models:{app_version}" in refs
@@ -45,7 +47,7 @@ def test_release_workflow_pushes_what_the_chart_names():
     for name in ("gateway", "models"):
         assert f"ghcr.io/${{{{ env.OWNER }}}}/{name}:${{{{ env.VERSION }}}}" in workflow
     assert "platforms: linux/amd64,linux/arm64" in workflow
-    assert 'oci://ghcr.io/$OWNER/charts' in workflow
+    assert "oci://ghcr.io/$OWNER/charts" in workflow
 
 
 @pytest.mark.parametrize("helm", HELMS)
@@ -59,9 +61,7 @@ def test_release_workflow_pushes_what_the_chart_names():
 )
 def test_global_image_registry_moves_every_image(helm, registry, want):
     refs = images(
-        render_scenario(
-            "everything", "--set", f"global.imageRegistry={registry}", helm=helm
-        )
+        render_scenario("everything", "--set", f"global.imageRegistry={registry}", helm=helm)
     )
     # The chart's own images move; images the user wrote out in extraContainers and
     # extraInitContainers are theirs, used exactly as given.
@@ -80,16 +80,21 @@ def test_global_image_registry_moves_every_image(helm, registry, want):
 
 
 def test_gpu_profile_mirrors_the_gpu_tag():
-    refs = set(images(render_scenario("gpu", "--set", "global.imageRegistry=reg.example.com")).values())
+    refs = set(
+        images(render_scenario("gpu", "--set", "global.imageRegistry=reg.example.com")).values()
+    )
     assert "reg.example.com/tensorflow/serving:2.21.0-gpu" in refs
 
 
 def test_digests_pin_each_image():
     rendered = render_scenario(
         "defaults",
-        "--set", f"gateway.image.digest={DIGEST}",
-        "--set", f"modelSource.image.digest={DIGEST}",
-        "--set", f"tfserving.image.digest={DIGEST}",
+        "--set",
+        f"gateway.image.digest={DIGEST}",
+        "--set",
+        f"modelSource.image.digest={DIGEST}",
+        "--set",
+        f"tfserving.image.digest={DIGEST}",
     )
     refs = images(rendered)
     assert refs
@@ -97,7 +102,9 @@ def test_digests_pin_each_image():
         assert re.fullmatch(r"[^@]+:[^@/]+@" + DIGEST, ref), f"{where}: {ref} is not pinned"
 
 
-@pytest.mark.parametrize("key", ["gateway.image.digest", "tfserving.image.digest", "tests.image.digest"])
+@pytest.mark.parametrize(
+    "key", ["gateway.image.digest", "tfserving.image.digest", "tests.image.digest"]
+)
 def test_a_malformed_digest_is_refused_naming_the_value(key):
     error = render_error("-f", str(CHART / "ci" / "defaults-values.yaml"), "--set", f"{key}=latest")
     assert f"at '/{key.replace('.', '/')}'" in error
