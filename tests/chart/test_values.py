@@ -156,6 +156,10 @@ RENDER_FAILURES = [
         'tests.model: "nope" is not in models (digits, digits_png, half_plus_two)',
     ),
     (
+        ["--set", "tests.request="],
+        'tests: model is "half_plus_two" but tests.request or tests.expectedPredictions is empty',
+    ),
+    (
         [
             "--set",
             "models.digits=null",
