@@ -2,7 +2,9 @@
 through `promtool test rules`: each rule's metricsQuery, filled in the way the adapter fills it for
 an HPA's Pods metric (observability/adapter.py), must give each pod the value its HPA should see.
 
-The series are written as the exporters expose them and Prometheus stores them.
+The series are written as the exporters expose them and Prometheus stores them. The GPU rule's are
+dcgm-exporter's as scraped through a ServiceMonitor (its own pod in `pod`, the GPU's in
+`exported_pod`): no GPU exists where these tests run, so this replay is the GPU rule's test.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 import yaml
 
 from observability.adapter import AdapterRule, load_rules
-from observability.paths import tool
+from observability.paths import ADAPTER_VALUES, tool
 
 NS = "serving"
 POD_A, POD_B = "rel-tfstack-tfserving-7d9f-abcde", "rel-tfstack-tfserving-7d9f-fghij"
@@ -41,6 +43,36 @@ TFSERVING_SERIES = {
     f':tensorflow:serving:request_latency_count{{job="x",namespace="other",pod="{POD_A}",model_name="m",API="Predict",entrypoint="GRPC"}}': per_minute(50),  # noqa: E501
 }
 
+# dcgm-exporter on a GPU node, scraped through its ServiceMonitor: pod A holds GPUs 0 and 1 (80 %
+# and 40 % busy), pod B GPU 2 (20 %); GPU 3 is allocated to no pod (no exported_* labels); a pod of
+# pod A's name in another namespace holds GPU 0 of another node.
+DCGM = (
+    'job="nvidia-dcgm-exporter",instance="10.0.0.5:9400",namespace="gpu-operator",'
+    'pod="nvidia-dcgm-exporter-x2k9p",container="nvidia-dcgm-exporter",Hostname="gpu-node-1",'
+    'modelName="Tesla T4"'
+)
+
+
+def gpu(index: int, pod: str | None, namespace: str = NS) -> str:
+    workload = (
+        f',exported_pod="{pod}",exported_namespace="{namespace}",exported_container="tfserving"'
+        if pod
+        else ""
+    )
+    return (
+        f'DCGM_FI_DEV_GPU_UTIL{{{DCGM},gpu="{index}",UUID="GPU-{index:08d}",'
+        f'device="nvidia{index}"{workload}}}'
+    )
+
+
+GPU_SERIES = {
+    gpu(0, POD_A): "80x10",
+    gpu(1, POD_A): "40x10",
+    gpu(2, POD_B): "20x10",
+    gpu(3, None): "0x10",
+    gpu(4, POD_A, namespace="other"): "100x10",
+}
+
 # The gateway: in-flight requests and requests/s per pod.
 GATEWAY_SERIES = {
     f'tfstack_gateway_inflight_requests{{job="rel-tfstack-gateway",namespace="{NS}",pod="{GW}"}}': "3x10",  # noqa: E501
@@ -50,6 +82,7 @@ GATEWAY_SERIES = {
 # custom metric -> (input series, pods the HPA asks about, value each must get)
 CASES = {
     "tfserving_requests_per_second": (TFSERVING_SERIES, {POD_A: 9, POD_B: 0}),
+    "DCGM_FI_DEV_GPU_UTIL": (GPU_SERIES, {POD_A: 60, POD_B: 20}),
     "tfstack_gateway_inflight_requests": (GATEWAY_SERIES, {GW: 3}),
     "tfstack_gateway_requests_per_second": (GATEWAY_SERIES, {GW: 12}),
 }
@@ -112,3 +145,18 @@ def test_probe_traffic_is_not_load(tmp_path):
     ]  # fmt: skip
     assert replay(tmp_path, TFSERVING_SERIES, checks) == ""
 
+
+def test_gpu_rule_reads_the_gpus_pod_not_dcgm_exporters(tmp_path):
+    """dcgm-exporter's series carry its own pod in `pod`: a rule keyed on `pod`/`namespace` would
+    find nothing for TF Serving's pods (and give dcgm-exporter the GPUs' load)."""
+    (rule,) = [r for r in load_rules() if r.custom_metric == "DCGM_FI_DEV_GPU_UTIL"]
+    assert (rule.namespace_label, rule.pod_label) == ("exported_namespace", "exported_pod")
+    keyed_on_pod = AdapterRule(rule.custom_metric, rule.series, rule.metrics_query)
+    checks = [{"expr": keyed_on_pod.query(NS, [POD_A, POD_B]), "eval_time": "9m",
+               "exp_samples": []}]  # fmt: skip
+    assert replay(tmp_path, GPU_SERIES, checks) == ""
+    raw = yaml.safe_load(ADAPTER_VALUES.read_text())
+    (gpu_rule,) = [r for r in raw["rules"]["custom"] if "DCGM_FI_DEV_GPU_UTIL" in r["seriesQuery"]]
+    # Discovery sees only GPUs allocated to a pod.
+    assert 'exported_pod!=""' in gpu_rule["seriesQuery"]
+    assert 'exported_namespace!=""' in gpu_rule["seriesQuery"]
