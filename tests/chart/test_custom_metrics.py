@@ -54,3 +54,38 @@ def test_gpu_hpa_reads_the_utilization_of_the_pods_own_gpus(gpu):
     assert (rule.namespace_label, rule.pod_label) == ("exported_namespace", "exported_pod")
     query = rule.query(NAMESPACE, [f"{RELEASE}-tfstack-tfserving-7d9f-abcde"])
     assert f'exported_namespace="{NAMESPACE}",exported_pod="{RELEASE}-tfstack-tfserving-' in query
+
+
+def test_gateway_hpa_scales_on_cpu_unless_told_otherwise(defaults):
+    hpa = defaults.get("HorizontalPodAutoscaler", "-gateway")
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource"]
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+
+
+def test_gateway_hpa_scales_on_its_own_load():
+    """The custom-metric scenario: the gateway on requests in flight per pod, without CPU."""
+    hpa = render_scenario("custom-metric").get("HorizontalPodAutoscaler", "-gateway")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == f"{RELEASE}-tfstack-gateway"
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Pods"]
+    (metric,) = pods_metrics(hpa)
+    assert metric["target"] == {"type": "AverageValue", "averageValue": "6"}
+    # prometheus-adapter serves it from the gateway pods' own gauge.
+    rule = adapter_rule(metric["metric"]["name"])
+    assert rule.series == "tfstack_gateway_inflight_requests"
+    assert rule.pod_label == "pod"
+
+
+def test_gateway_hpa_combines_cpu_requests_and_inflight():
+    rendered = render_scenario(
+        "defaults",
+        "--set", "gateway.autoscaling.requestsPerSecond.enabled=true",
+        "--set", "gateway.autoscaling.inflightRequests.enabled=true",
+    )  # fmt: skip
+    hpa = rendered.get("HorizontalPodAutoscaler", "-gateway")
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource", "Pods", "Pods"]
+    names = [m["metric"]["name"] for m in pods_metrics(hpa)]
+    assert names == ["tfstack_gateway_requests_per_second", "tfstack_gateway_inflight_requests"]
+    served = {r.custom_metric: r.series for r in load_rules()}
+    assert served[names[0]] == "tfstack_gateway_requests_total"  # rate of the gateway's counter
+    assert served[names[1]] == "tfstack_gateway_inflight_requests"
+    assert [m["target"]["averageValue"] for m in pods_metrics(hpa)] == ["100", "8"]

@@ -273,6 +273,9 @@ Render-time checks: invalid combinations fail `helm install` with what to change
 {{- if and $gw.enabled (gt (int $gw.minReplicas) (int $gw.maxReplicas)) }}
 {{- fail (printf "gateway.autoscaling: minReplicas (%v) is greater than maxReplicas (%v)" $gw.minReplicas $gw.maxReplicas) }}
 {{- end }}
+{{- if and $gw.enabled (not $gw.targetCPUUtilization) (not $gw.requestsPerSecond.enabled) (not $gw.inflightRequests.enabled) }}
+{{- fail "gateway.autoscaling: enabled but no metric is. Set targetCPUUtilization, enable requestsPerSecond or inflightRequests, or set gateway.autoscaling.enabled=false" }}
+{{- end }}
 {{- $b := .Values.tfserving.batching }}
 {{- if and $b.enabled $b.allowedBatchSizes }}
 {{- if ne (int (last $b.allowedBatchSizes)) (int $b.maxBatchSize) }}
