@@ -8,8 +8,6 @@ need kind "install kind"
 cd "$ROOT"
 # Idempotent: rebuilds only stale models.
 run .venv/bin/python -m model_repo.build
-# The init container copies the models as the TF Serving pod's non-root uid.
-run chmod -R a+rX model_repo/models
 run docker build -f gateway/Dockerfile -t "$GATEWAY_IMAGE" .
 run docker build -f model_repo/Dockerfile -t "$MODELS_IMAGE" model_repo
 run docker pull "$TFSERVING_IMAGE"

@@ -5,7 +5,8 @@
 source "$(dirname "$0")/lib.sh"
 need helm "run bash ci/tools/install-helm.sh"
 
-values=(-f "$ROOT/ci/kind/values-kind.yaml")
+# The chart ships no models: serve the example ones the models image holds.
+values=(-f "$ROOT/charts/tfstack/examples/example-models.yaml" -f "$ROOT/ci/kind/values-kind.yaml")
 if [ "$WITH_PROMETHEUS" = 1 ]; then
   values+=(-f "$ROOT/ci/kind/values-kind-prometheus.yaml")
 fi

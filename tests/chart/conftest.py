@@ -20,6 +20,10 @@ CHART = REPO / "charts" / "tfstack"
 SCENARIOS = sorted(
     p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml")
 )
+# The chart ships no models: scenarios and most renders add the example models (a user's own values
+# file in real life), the way CI, the kind run and docs/chart.md's quick start install the chart.
+EXAMPLE_MODELS = CHART / "examples" / "example-models.yaml"
+WITH_EXAMPLES = ("-f", str(EXAMPLE_MODELS))
 HELMS = ("helm3", "helm4")
 RELEASE = "rel"
 NAMESPACE = "serving"
@@ -51,6 +55,11 @@ def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedP
 
 def scenario_file(scenario: str) -> str:
     return str(CHART / "ci" / f"{scenario}-values.yaml")
+
+
+def scenario_args(scenario: str) -> tuple[str, ...]:
+    """Values flags of a scenario: the example models, then the scenario's file."""
+    return (*WITH_EXAMPLES, "-f", scenario_file(scenario))
 
 
 def scenario_values(scenario: str) -> dict:
@@ -98,18 +107,27 @@ def _render(helm: str, args: tuple[str, ...]) -> Rendered:
     return Rendered(result.stdout, objects)
 
 
-def render(*args: str, helm: str = "helm3") -> Rendered:
-    """`helm template` with the given arguments (cached for the session)."""
-    return _render(helm, tuple(args))
+def render(*args: str, helm: str = "helm3", examples: bool = True) -> Rendered:
+    """`helm template` with the given arguments (cached for the session), over the example models
+    unless `examples` is false."""
+    return _render(helm, (*(WITH_EXAMPLES if examples else ()), *args))
 
 
 def render_scenario(scenario: str, *args: str, helm: str = "helm3") -> Rendered:
     return render("-f", scenario_file(scenario), *args, helm=helm)
 
 
-def render_error(*args: str, helm: str = "helm3") -> str:
-    """stderr of a `helm template` that must fail."""
-    result = run_helm(helm, "template", RELEASE, str(CHART), *args, check=False)
+def render_error(*args: str, helm: str = "helm3", examples: bool = True) -> str:
+    """stderr of a `helm template` that must fail (over the example models unless told not)."""
+    result = run_helm(
+        helm,
+        "template",
+        RELEASE,
+        str(CHART),
+        *(WITH_EXAMPLES if examples else ()),
+        *args,
+        check=False,
+    )
     assert result.returncode != 0, f"helm template {' '.join(args)} rendered, expected an error"
     return result.stderr
 

@@ -9,7 +9,15 @@ import subprocess
 import jsonschema
 import pytest
 
-from tests.chart.conftest import CHART, MONITORING_API, NAMESPACE, RELEASE, helm_binary, render
+from tests.chart.conftest import (
+    CHART,
+    MONITORING_API,
+    NAMESPACE,
+    RELEASE,
+    WITH_EXAMPLES,
+    helm_binary,
+    render,
+)
 
 
 def closed(properties: dict, required: tuple[str, ...] = ()) -> dict:
@@ -156,7 +164,8 @@ def test_notes_say_how_to_reach_the_gateway_and_predict():
     """NOTES.txt as `helm install` prints it (helm 4 renders a client-side dry run offline)."""
     env = {**os.environ, "KUBECONFIG": os.devnull}
     result = subprocess.run(
-        [helm_binary("helm4"), "install", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=client"],
+        [helm_binary("helm4"), "install", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=client",
+         *WITH_EXAMPLES],
         capture_output=True,
         text=True,
         timeout=60,

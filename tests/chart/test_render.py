@@ -15,7 +15,7 @@ from tests.chart.conftest import (
     render,
     render_scenario,
     run_helm,
-    scenario_file,
+    scenario_args,
 )
 
 # Chart.yaml's kubeVersion floor, a middle release, and the newest kubernetes-validate ships.
@@ -35,9 +35,7 @@ def test_kube_version_floor_matches_oldest_validated():
 @pytest.mark.parametrize("helm", HELMS)
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_lint_strict(helm, scenario):
-    result = run_helm(
-        helm, "lint", "--strict", str(CHART), "-f", scenario_file(scenario), check=False
-    )
+    result = run_helm(helm, "lint", "--strict", str(CHART), *scenario_args(scenario), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
 
@@ -96,8 +94,12 @@ def test_every_object_is_namespaced_and_labelled(scenario):
 
 
 KIND_VALUES = {
-    "kind": ("ci/kind/values-kind.yaml",),
-    "kind-prometheus": ("ci/kind/values-kind.yaml", "ci/kind/values-kind-prometheus.yaml"),
+    "kind": ("charts/tfstack/examples/example-models.yaml", "ci/kind/values-kind.yaml"),
+    "kind-prometheus": (
+        "charts/tfstack/examples/example-models.yaml",
+        "ci/kind/values-kind.yaml",
+        "ci/kind/values-kind-prometheus.yaml",
+    ),
 }
 
 
@@ -109,7 +111,7 @@ def test_kind_run_values_lint_and_validate(name):
     for helm in HELMS:
         result = run_helm(helm, "lint", "--strict", str(CHART), *args, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
-    rendered = render(*args, *MONITORING_API)
+    rendered = render(*args, *MONITORING_API, examples=False)
     for obj in rendered.objects:
         if obj["kind"] not in OPERATOR_KINDS:
             kv.validate(obj, KUBE_VERSIONS[-1], strict=True)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from model_repo.protos import BatchingParameters, MonitoringConfig
 from tests.chart.conftest import (
+    EXAMPLE_MODELS,
     REPO,
     SCENARIOS,
     chart_values,
@@ -61,7 +63,11 @@ def test_core_flags(defaults):
 def test_model_config_parses_and_names_the_values_models(scenario):
     rendered = render_scenario(scenario)
     config = model_config(rendered)
-    models = {**chart_values()["models"], **(scenario_values(scenario).get("models") or {})}
+    models = {
+        **chart_values()["models"],
+        **yaml.safe_load(EXAMPLE_MODELS.read_text())["models"],
+        **(scenario_values(scenario).get("models") or {}),
+    }
     expected = sorted(name for name, m in models.items() if m is not None)
     assert sorted(c.name for c in config.model_config_list.config) == expected
 
@@ -155,8 +161,10 @@ def test_what_reloads_in_place_and_what_rolls():
 
     def template_and_config(*args):
         rendered = render(*args)
-        return (rendered.deployment("tfserving")["spec"]["template"],
-                rendered.models_config()["metadata"]["name"])
+        return (
+            rendered.deployment("tfserving")["spec"]["template"],
+            rendered.models_config()["metadata"]["name"],
+        )
 
     base, config = template_and_config()
     for in_place in (

@@ -156,6 +156,15 @@ RENDER_FAILURES = [
         'tests.model: "nope" is not in models (digits, digits_png, half_plus_two)',
     ),
     (
+        ["--set", "gateway.autoscaling.targetCPUUtilization=0"],
+        "gateway.autoscaling: enabled but no metric is. Set targetCPUUtilization, enable "
+        "requestsPerSecond or inflightRequests",
+    ),
+    (
+        ["--set", "tests.request="],
+        'tests: model is "half_plus_two" but tests.request or tests.expectedPredictions is empty',
+    ),
+    (
         [
             "--set",
             "models.digits=null",

@@ -12,8 +12,11 @@ from observability.paths import REPO, tool
 
 
 def _helm_template(*sets: str) -> list[dict]:
-    """`helm template` of the chart with `--set` items; the rendered objects."""
-    argv = [str(tool("helm")), "template", "rel", str(REPO / "charts" / "tfstack")]
+    """`helm template` of the chart with `--set` items, serving the example models (the chart
+    ships none); the rendered objects."""
+    chart = REPO / "charts" / "tfstack"
+    argv = [str(tool("helm")), "template", "rel", str(chart),
+            "-f", str(chart / "examples" / "example-models.yaml")]
     for item in sets:
         argv += ["--set", item]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60)

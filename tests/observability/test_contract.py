@@ -60,9 +60,12 @@ def test_adapter_rules_use_contract_series_and_define_the_contract_custom_metric
     assert raw["default"] is False
     for rule, item in zip(adapter_rules, raw["custom"], strict=True):
         assert f'__name__="{rule.series}"' in item["seriesQuery"]
+        # One series label each for the namespace and the pod resources: `namespace`/`pod`, or
+        # dcgm-exporter's `exported_namespace`/`exported_pod` (its own are dcgm-exporter's pod).
+        expected = {"DCGM_FI_DEV_GPU_UTIL": "exported_"}.get(rule.series, "")
         assert item["resources"]["overrides"] == {
-            "namespace": {"resource": "namespace"},
-            "pod": {"resource": "pod"},
+            f"{expected}namespace": {"resource": "namespace"},
+            f"{expected}pod": {"resource": "pod"},
         }
     # The fixed HPA contract (BRIEF): TF Serving scales on this Pods metric.
     assert "tfserving_requests_per_second" in {rule.custom_metric for rule in adapter_rules}
@@ -70,8 +73,9 @@ def test_adapter_rules_use_contract_series_and_define_the_contract_custom_metric
 
 def test_the_chart_hpa_asks_for_a_metric_the_adapter_serves():
     values = yaml.safe_load((REPO / "charts/tfstack/values.yaml").read_text())
-    metric = values["tfserving"]["autoscaling"]["requestsPerSecond"]["metricName"]
-    assert metric in {rule.custom_metric for rule in load_rules()}
+    served = {rule.custom_metric for rule in load_rules()}
+    for signal in ("requestsPerSecond", "gpu"):
+        assert values["tfserving"]["autoscaling"][signal]["metricName"] in served, signal
 
 
 def test_dashboard_files_parse_as_json():

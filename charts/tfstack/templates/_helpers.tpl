@@ -195,7 +195,7 @@ True ("true") when any model has version labels: TF Serving then needs
 */}}
 {{- define "tfstack.models.haveLabels" -}}
 {{- range $name, $m := .Values.models }}
-{{- if and $m $m.labels }}true{{ end }}
+{{- if and (not (kindIs "invalid" $m)) $m.labels }}true{{ end }}
 {{- end }}
 {{- end }}
 
@@ -205,11 +205,11 @@ Arguments of the readiness script: one per model, or "<name>/<version>" for each
 {{- define "tfstack.tfserving.readinessTargets" -}}
 {{- $targets := list }}
 {{- range $name, $m := .Values.models }}
-{{- if and $m (eq (default "latest" $m.versionPolicy) "specific") }}
+{{- if and (not (kindIs "invalid" $m)) (eq (default "latest" $m.versionPolicy) "specific") }}
 {{- range $v := $m.versions }}
 {{- $targets = append $targets (printf "%s/%v" $name (int64 $v)) }}
 {{- end }}
-{{- else if $m }}
+{{- else if (not (kindIs "invalid" $m)) }}
 {{- $targets = append $targets $name }}
 {{- end }}
 {{- end }}
@@ -242,9 +242,9 @@ Render-time checks: invalid combinations fail `helm install` with what to change
 */}}
 {{- define "tfstack.validate" -}}
 {{- $models := dict }}
-{{- range $name, $m := .Values.models }}{{ if $m }}{{ $_ := set $models $name $m }}{{ end }}{{ end }}
+{{- range $name, $m := .Values.models }}{{ if (not (kindIs "invalid" $m)) }}{{ $_ := set $models $name (default dict $m) }}{{ end }}{{ end }}
 {{- if not $models }}
-{{- fail "models: no model is configured. Add at least one, e.g. --set models.my_model.basePath=gs://bucket/my_model" }}
+{{- fail "models: no model is configured, and the chart ships none. Name yours in a values file (models: {my_model: {basePath: gs://bucket/my_model}}), or --set models.my_model.basePath=gs://bucket/my_model; the example models: -f charts/tfstack/examples/example-models.yaml" }}
 {{- end }}
 {{- $src := .Values.modelSource }}
 {{- range $name, $m := $models }}
@@ -296,6 +296,9 @@ Render-time checks: invalid combinations fail `helm install` with what to change
 {{- if and $gw.enabled (gt (int $gw.minReplicas) (int $gw.maxReplicas)) }}
 {{- fail (printf "gateway.autoscaling: minReplicas (%v) is greater than maxReplicas (%v)" $gw.minReplicas $gw.maxReplicas) }}
 {{- end }}
+{{- if and $gw.enabled (not $gw.targetCPUUtilization) (not $gw.requestsPerSecond.enabled) (not $gw.inflightRequests.enabled) }}
+{{- fail "gateway.autoscaling: enabled but no metric is. Set targetCPUUtilization, enable requestsPerSecond or inflightRequests, or set gateway.autoscaling.enabled=false" }}
+{{- end }}
 {{- $b := .Values.tfserving.batching }}
 {{- if and $b.enabled $b.allowedBatchSizes }}
 {{- if ne (int (last $b.allowedBatchSizes)) (int $b.maxBatchSize) }}
@@ -309,8 +312,13 @@ Render-time checks: invalid combinations fail `helm install` with what to change
 {{- if lt (mul (int (include "tfstack.gateway.gracefulTimeout" .)) 1000) (int $gwDrain.deadlineMs) }}
 {{- fail (printf "gateway.terminationGracePeriodSeconds (%v) leaves %vs after the drain delay (gateway.drainDelaySeconds, %v) and 2 s for the exit, less than a request may take (gateway.deadlineMs, %v): requests in flight at shutdown would be killed. Raise the grace period to at least %v" $gwDrain.terminationGracePeriodSeconds (include "tfstack.gateway.gracefulTimeout" .) $gwDrain.drainDelaySeconds $gwDrain.deadlineMs (add $gwDrain.drainDelaySeconds 2 (div (add $gwDrain.deadlineMs 999) 1000))) }}
 {{- end }}
-{{- if and .Values.tests.enabled (not (hasKey $models .Values.tests.model)) }}
-{{- fail (printf "tests.model: %q is not in models (%s). Name one of them, or set tests.enabled=false" .Values.tests.model (keys $models | sortAlpha | join ", ")) }}
+{{- if and .Values.tests.enabled .Values.tests.model }}
+{{- if not (hasKey $models .Values.tests.model) }}
+{{- fail (printf "tests.model: %q is not in models (%s). Name one of them, or set tests.model=\"\" for no helm test" .Values.tests.model (keys $models | sortAlpha | join ", ")) }}
+{{- end }}
+{{- if or (not .Values.tests.request) (not .Values.tests.expectedPredictions) }}
+{{- fail (printf "tests: model is %q but tests.request or tests.expectedPredictions is empty. Set both (a REST predict body and the predictions it must return), or set tests.model=\"\" for no helm test" .Values.tests.model) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -357,7 +365,7 @@ exec:
     {{- end }}
 {{- else }}
 {{- $first := "" }}
-{{- range $name, $m := .Values.models }}{{ if and $m (not $first) }}{{ $first = $name }}{{ end }}{{ end }}
+{{- range $name, $m := .Values.models }}{{ if and (not (kindIs "invalid" $m)) (not $first) }}{{ $first = $name }}{{ end }}{{ end }}
 httpGet:
   path: /v1/models/{{ $first }}
   port: http
