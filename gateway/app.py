@@ -1,7 +1,8 @@
 """The gateway's Flask application factory: TF Serving's REST API plus operational endpoints.
 
 Run it with `gunicorn -c gateway/gunicorn.conf.py 'gateway.app:create_app()'`. Nothing is created
-at import time; gRPC channels come to life in each worker on first use (upstream.py).
+at import time; gRPC channels come to life in each worker after fork, before it serves
+(gunicorn.conf.py's `post_worker_init`), or on first use elsewhere (upstream.py).
 """
 
 from __future__ import annotations

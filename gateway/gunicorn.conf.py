@@ -93,8 +93,13 @@ def when_ready(server):
     server.murder_workers = murder_workers_then_maybe_stop
 
 
-def post_fork(server, worker):
-    server.log.info("worker %s forked; gRPC channels open on first request", worker.pid)
+def post_worker_init(worker):
+    """In the worker, before it serves: discovery, the health thread and a first readiness check
+    of every endpoint, so `/readyz` answers from memory from the first probe on."""
+    gateway = getattr(worker.wsgi, "extensions", {}).get("tfstack")
+    if gateway is not None:
+        gateway.upstream.start()
+    worker.log.info("worker %s: gRPC channels open, first readiness check done", worker.pid)
 
 
 def child_exit(server, worker):

@@ -18,7 +18,7 @@ import time
 import pytest
 import requests
 
-from tests.fixtures.gateway import FakeBackend, start_gateway
+from tests.fixtures.gateway import FakeBackend, HungBackend, start_gateway
 from tfstack.procs import free_port
 
 PREDICT = "/v1/models/slow:predict"
@@ -110,6 +110,57 @@ def test_no_backend_is_a_503_and_not_ready(tmp_path):
     assert resp.json()["error"].startswith("No backend available: 127.0.0.1:")
     assert ready.status_code == 503 and ready.json()["ready"] is False
     assert alive.status_code == 200
+
+
+@pytest.fixture
+def hung():
+    replicas = [HungBackend(), HungBackend()]
+    yield replicas
+    for replica in replicas:
+        replica.stop()
+
+
+# /readyz used to ask every endpoint in turn, 1 s each: two hung replicas took it to 2 s, the
+# chart's probe timeout, and the gateway itself went unready. It now answers from what the
+# worker's health thread last found. 1 s is a generous bound for a local GET on a busy 2-core
+# machine and still half of what the old handler needed.
+READYZ_BOUND_S = 1.0
+# The check's deadline, or, once gRPC gives up on a connection that never sent SETTINGS, that.
+HUNG_REASONS = ("DEADLINE_EXCEEDED", "UNAVAILABLE")
+
+
+def readyz_answers(tmp_path, backends: list[str], times: int = 5) -> list[dict]:
+    """/readyz `times` times, 0.3 s apart (across several check rounds); each answered within
+    READYZ_BOUND_S. Returns each body with its HTTP status added."""
+    handle = start_gateway(tmp_path, backends)
+    answers = []
+    try:
+        for _ in range(times):
+            started = time.monotonic()
+            resp = requests.get(handle.url + "/readyz", timeout=10)
+            assert time.monotonic() - started < READYZ_BOUND_S
+            answers.append({"status": resp.status_code, **resp.json()})
+            time.sleep(0.3)
+    finally:
+        handle.stop()
+    return answers
+
+
+def test_readyz_answers_at_once_and_ready_while_two_replicas_hang(tmp_path, backend, hung):
+    for answer in readyz_answers(tmp_path, [h.address for h in hung] + [backend.address]):
+        assert answer["status"] == 200 and answer["ready"] is True
+        rows = {row["address"]: row for row in answer["endpoints"]}
+        assert rows[backend.address] == {"address": backend.address, "ready": True, "reason": ""}
+        for replica in hung:
+            assert rows[replica.address]["ready"] is False
+            assert rows[replica.address]["reason"].startswith(HUNG_REASONS)
+
+
+def test_readyz_answers_at_once_and_unready_when_every_replica_hangs(tmp_path, hung):
+    for answer in readyz_answers(tmp_path, [h.address for h in hung]):
+        assert answer["status"] == 503 and answer["ready"] is False
+        reasons = [row["reason"] for row in answer["endpoints"]]
+        assert len(reasons) == 2 and all(r.startswith(HUNG_REASONS) for r in reasons)
 
 
 def test_metrics_are_summed_over_workers(gw):

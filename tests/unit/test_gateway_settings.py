@@ -61,7 +61,7 @@ def test_settings_are_frozen():
         ("TFSTACK_GRPC_MAX_MESSAGE_BYTES", "1024", "expected an integer in"),
         ("TFSTACK_LOG_LEVEL", "verbose", "expected one of"),
         ("TFSTACK_ACCESS_LOG", "maybe", "expected true/false"),
-        ("TFSTACK_READY_CACHE_MS", "x", "expected an integer"),
+        ("TFSTACK_READY_CHECK_INTERVAL_MS", "50", "expected an integer in [100, 60000]"),
         ("TFSTACK_GRACEFUL_TIMEOUT_S", "0", "expected an integer in"),
         ("TFSTACK_WORKER_TIMEOUT_S", "", "expected an integer"),
         ("TFSTACK_DEBUG_ENDPOINTS", "2", "expected true/false"),
