@@ -32,7 +32,7 @@ _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 class Gateway:
     settings: Settings
     upstream: Upstream
-    access_log: Logger
+    access_log: Logger | None  # None: TFSTACK_ACCESS_LOG=false
     admission: Admission
 
 
@@ -202,7 +202,7 @@ def create_app(settings: Settings | None = None, upstream: Upstream | None = Non
     app.extensions["tfstack"] = Gateway(
         settings=settings,
         upstream=upstream or Upstream(settings),
-        access_log=accesslog.configure(settings.log_level, settings.access_log),
+        access_log=accesslog.access_logger(settings.access_log),
         admission=Admission(
             settings.max_inflight or default_max_inflight(settings.threads),
             dict(settings.model_max_inflight),

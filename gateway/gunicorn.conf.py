@@ -16,6 +16,7 @@ import tempfile
 import time
 
 from gateway.settings import SettingsError, load_settings
+from tfstack.logconfig import config as _logging_config  # `logconfig` is a gunicorn setting
 
 try:
     _settings = load_settings()
@@ -37,6 +38,9 @@ proc_name = "tfstack-gateway"
 loglevel = _settings.log_level
 errorlog = "-"  # gunicorn's own logs: stderr
 accesslog = None  # the app writes structured JSON access lines (gateway/accesslog.py)
+# The project's one logging configuration (JSON; gunicorn's, the app's and every library's logger),
+# applied by gunicorn in the master before any worker forks.
+logconfig_dict = _logging_config(_settings.log_level)
 limit_request_line = 8190
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

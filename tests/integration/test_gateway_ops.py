@@ -9,6 +9,7 @@ that uses it and could not hang one RPC while answering another.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -161,6 +162,35 @@ def test_readyz_answers_at_once_and_unready_when_every_replica_hangs(tmp_path, h
         assert answer["status"] == 503 and answer["ready"] is False
         reasons = [row["reason"] for row in answer["endpoints"]]
         assert len(reasons) == 2 and all(r.startswith(HUNG_REASONS) for r in reasons)
+
+
+def test_every_log_line_is_json_with_discovery_and_ejection_included(tmp_path):
+    """gunicorn's lines, the access log and the gateway's own loggers (discovery, ejection), INFO
+    included, all as JSON objects one per line: what a log pipeline in the cluster can parse."""
+    dead = f"127.0.0.1:{free_port()}"
+    handle = start_gateway(tmp_path, [dead], workers=1)
+    try:
+        for _ in range(3):  # three failed calls in a row eject the endpoint (health.py)
+            assert requests.post(handle.url + PREDICT, data=BODY, timeout=10).status_code == 503
+        handle.process.wait_until(
+            lambda: "ejected" in handle.process.log_path.read_text(), 10, "logging the ejection"
+        )
+    finally:
+        handle.stop()
+    lines = [json.loads(line) for line in handle.process.log_path.read_text().splitlines()]
+    loggers = {(line.get("logger"), line.get("level")) for line in lines}
+    assert ("gunicorn.error", "info") in loggers
+    assert any(
+        line.get("logger") == "gateway.discovery" and line["level"] == "info"
+        and line["message"] == f"endpoints: ['{dead}'] (added ['{dead}'], removed [])"
+        for line in lines
+    )
+    assert any(
+        line.get("logger") == "gateway.health" and line["level"] == "warning"
+        and line["message"].startswith(f"endpoint {dead} ejected for ")
+        for line in lines
+    )
+    assert sum(1 for line in lines if line.get("status") == 503) == 3, "the access log"
 
 
 def test_metrics_are_summed_over_workers(gw):
