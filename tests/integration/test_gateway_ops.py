@@ -231,6 +231,27 @@ def test_dead_worker_keeps_its_counts_and_drops_its_gauge(gw):
     )
 
 
+def test_scrape_survives_a_worker_killed_while_creating_its_metrics_file(gw):
+    """SIGKILL between creating a metrics file and sizing it leaves it empty for good; that file
+    used to fail every later scrape (prometheus/client_python#1199). The kill is real; the moment
+    cannot be timed, so the file it leaves is put in place by hand."""
+    labels = {"model": "slow", "method": "predict", "code": "200"}
+    assert requests.post(gw.url + PREDICT, data=BODY, timeout=10).status_code == 200
+    before = metric(requests.get(gw.url + "/metrics", timeout=10).text,
+                    "tfstack_gateway_requests_total", **labels)
+    victim = requests.get(gw.url + "/debug/vars", timeout=10).json()["pid"]
+    os.kill(victim, signal.SIGKILL)
+    leftover = gw.metrics_dir / f"summary_{victim}.db"
+    leftover.write_bytes(b"")
+    try:
+        for _ in range(3):
+            resp = requests.get(gw.url + "/metrics", timeout=10)
+            assert resp.status_code == 200
+            assert metric(resp.text, "tfstack_gateway_requests_total", **labels) == before
+    finally:
+        leftover.unlink()
+
+
 def test_sigterm_finishes_inflight_requests_and_exits_0(tmp_path, backend):
     handle = start_gateway(tmp_path, [backend.address])
     assert requests.post(handle.url + PREDICT, data=BODY, timeout=10).status_code == 200
