@@ -109,10 +109,9 @@ def healthz() -> Response:
 
 @ops.get("/readyz")
 def readyz() -> Response:
-    gateway = _gateway()
-    if gateway.admission.draining or _drain_flagged():
+    if _drain_flagged():
         return json_response({"ready": False, "draining": True}, 503)
-    ready, endpoints = gateway.upstream.readiness()
+    ready, endpoints = _gateway().upstream.readiness()
     return json_response({"ready": ready, "endpoints": endpoints}, 200 if ready else 503)
 
 

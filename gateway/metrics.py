@@ -75,7 +75,7 @@ ENDPOINTS = Gauge(
 ADMISSION_REJECTIONS = Counter(
     "tfstack_gateway_admission_rejections_total",
     "Requests refused with 429 by admission control, by reason "
-    "(worker_inflight, model_inflight, draining).",
+    "(worker_inflight, model_inflight).",
     ["reason"],
 )
 RETRIES = Counter(

@@ -202,7 +202,7 @@ class Upstream:
                 return self._attempt(endpoint, rpc, request, model, timeout)
             except grpc.RpcError as err:
                 decision = self.retry.decide(
-                    code=err.code(), reached_backend=True, attempts=len(tried),
+                    code=err.code(), attempts=len(tried),
                     remaining_s=deadline.left_s(), untried_endpoints=pool.untried(tried),
                 )
                 metrics.RETRIES.labels(decision).inc()

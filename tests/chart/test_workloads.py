@@ -370,7 +370,7 @@ def test_gateway_accepts_the_environment_the_chart_gives_it(scenario):
     settings = load_settings(env)
     assert settings.bind == "0.0.0.0:8080"
     assert settings.workers == 2 and settings.deadline_ms == 10000
-    discovery = DiscoveryConfig.from_env(env)
+    discovery = DiscoveryConfig.from_settings(settings)
     assert discovery.mode == env["TFSTACK_DISCOVERY"]
     if discovery.mode == "endpointslices":
         assert (discovery.service, discovery.namespace, discovery.port_name) == (

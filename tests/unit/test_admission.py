@@ -26,7 +26,7 @@ def test_admits_up_to_the_bound_then_rejects_with_a_reason():
     admission.release("m")
     assert admission.try_acquire("m") is None, "a released slot is free again"
     assert admission.inflight == 2
-    assert admission.rejected == {"worker_inflight": 1, "model_inflight": 0, "draining": 0}
+    assert admission.rejected == {"worker_inflight": 1, "model_inflight": 0}
 
 
 def test_per_model_limits_leave_other_models_alone():
@@ -49,16 +49,6 @@ def test_a_model_rejection_does_not_take_a_worker_slot():
     for _ in range(5):
         assert admission.try_acquire("digits").reason == "model_inflight"
     assert admission.inflight == 1
-
-
-def test_draining_refuses_new_work_while_in_flight_finishes():
-    admission = Admission(max_inflight=4)
-    assert admission.try_acquire(None) is None
-    admission.start_draining()
-    assert admission.try_acquire(None).reason == "draining"
-    admission.release(None)
-    assert admission.inflight == 0
-    assert admission.draining
 
 
 def test_concurrent_acquire_never_exceeds_the_bound():
