@@ -1,8 +1,10 @@
-"""Admission control: bounded in-flight work per worker, per-model limits, drain, and its cost."""
+"""Admission control: bounded in-flight work per worker and per-model limits.
+
+What a decision costs (~1 µs) is measured by a benchmark, not asserted here on a shared machine:
+`python -m bench.balancing_admission_cost` (docs/resilience.md)."""
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 
@@ -80,21 +82,6 @@ def test_concurrent_acquire_never_exceeds_the_bound():
     assert peak <= 5
     assert admission.inflight == 0
     assert sum(admitted) + sum(admission.rejected.values()) == 8 * 2000
-
-
-def test_decision_costs_microseconds():
-    """The issue asks for a 429 in well under a millisecond of the gateway's own time; the
-    decision itself is ~1 µs (bench/balancing_admission_cost.py reports it). The bound here is
-    50× looser than that so that a busy CI machine cannot make it flaky."""
-    admission = Admission(max_inflight=1, model_limits={"digits": 1})
-    admission.try_acquire("other")
-    samples = []
-    for _ in range(200):
-        start = time.perf_counter()
-        for _ in range(100):
-            admission.try_acquire("digits")  # rejected: the worker is full
-        samples.append((time.perf_counter() - start) / 100)
-    assert statistics.median(samples) < 50e-6
 
 
 @pytest.mark.parametrize(
