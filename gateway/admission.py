@@ -25,8 +25,7 @@ from dataclasses import dataclass
 
 WORKER_INFLIGHT = "worker_inflight"
 MODEL_INFLIGHT = "model_inflight"
-DRAINING = "draining"
-REASONS = (WORKER_INFLIGHT, MODEL_INFLIGHT, DRAINING)
+REASONS = (WORKER_INFLIGHT, MODEL_INFLIGHT)
 
 
 @dataclass(frozen=True)
@@ -74,14 +73,11 @@ class Admission:
         self._lock = threading.Lock()
         self._inflight = 0
         self._model_inflight = dict.fromkeys(self.model_limits, 0)
-        self._draining = False
         self._rejections = {reason: Rejection(reason, retry_after_s) for reason in REASONS}
         self.rejected = dict.fromkeys(REASONS, 0)
 
     def try_acquire(self, model: str | None = None) -> Rejection | None:
         with self._lock:
-            if self._draining:
-                return self._reject(DRAINING)
             if self._inflight >= self.max_inflight:
                 return self._reject(WORKER_INFLIGHT)
             limit = self.model_limits.get(model) if model is not None else None
@@ -101,15 +97,6 @@ class Admission:
     def _reject(self, reason: str) -> Rejection:
         self.rejected[reason] += 1  # under the lock
         return self._rejections[reason]
-
-    def start_draining(self) -> None:
-        """Refuse everything from now on (reason `draining`); in-flight work carries on."""
-        with self._lock:
-            self._draining = True
-
-    @property
-    def draining(self) -> bool:
-        return self._draining
 
     @property
     def inflight(self) -> int:

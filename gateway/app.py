@@ -1,7 +1,8 @@
 """The gateway's Flask application factory: TF Serving's REST API plus operational endpoints.
 
 Run it with `gunicorn -c gateway/gunicorn.conf.py 'gateway.app:create_app()'`. Nothing is created
-at import time; gRPC channels come to life in each worker on first use (upstream.py).
+at import time; gRPC channels come to life in each worker after fork, before it serves
+(gunicorn.conf.py's `post_worker_init`), or on first use elsewhere (upstream.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 class Gateway:
     settings: Settings
     upstream: Upstream
-    access_log: Logger
+    access_log: Logger | None  # None: TFSTACK_ACCESS_LOG=false
     admission: Admission
 
 
@@ -108,10 +109,9 @@ def healthz() -> Response:
 
 @ops.get("/readyz")
 def readyz() -> Response:
-    gateway = _gateway()
-    if gateway.admission.draining or _drain_flagged():
+    if _drain_flagged():
         return json_response({"ready": False, "draining": True}, 503)
-    ready, endpoints = gateway.upstream.readiness()
+    ready, endpoints = _gateway().upstream.readiness()
     return json_response({"ready": ready, "endpoints": endpoints}, 200 if ready else 503)
 
 
@@ -201,7 +201,7 @@ def create_app(settings: Settings | None = None, upstream: Upstream | None = Non
     app.extensions["tfstack"] = Gateway(
         settings=settings,
         upstream=upstream or Upstream(settings),
-        access_log=accesslog.configure(settings.log_level, settings.access_log),
+        access_log=accesslog.access_logger(settings.access_log),
         admission=Admission(
             settings.max_inflight or default_max_inflight(settings.threads),
             dict(settings.model_max_inflight),

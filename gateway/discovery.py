@@ -16,12 +16,11 @@ so a change in the set never drops a request. Sources run in the gunicorn worker
 from __future__ import annotations
 
 import logging
-import os
 import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -374,14 +373,6 @@ class DiscoveryConfig:
     port_name: str = "grpc"  # endpointslices: the Service port to use, by name
     dns_interval_s: float = 5.0
     api_url: str = ""  # endpointslices: Kubernetes API base URL; empty: in-cluster config
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> DiscoveryConfig:
-        """Parse `TFSTACK_*` with the gateway's settings parser (SettingsError names the
-        variable to fix)."""
-        from gateway.settings import load_settings  # settings imports this module
-
-        return cls.from_settings(load_settings(environ))
 
     @classmethod
     def from_settings(cls, settings: object) -> DiscoveryConfig:

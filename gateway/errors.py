@@ -1,7 +1,7 @@
 """One error model: exceptions that carry their HTTP status, and one handler that renders them.
 
-Views raise; they never build error responses. Messages follow TF Serving's REST API
-(../shared/reference/tfserving-protocol.md §1.3, §2.1, §2.6) so the gateway is a drop-in.
+Views raise; they never build error responses. Messages follow TF Serving's REST API (the texts
+and status mapping are listed in docs/gateway.md, Errors) so the gateway is a drop-in.
 """
 
 from __future__ import annotations
@@ -79,14 +79,6 @@ class BadTimeoutHeader(BadRequest):
 class MissingOrigin(BadRequest):
     def __init__(self) -> None:
         super().__init__("Origin header is missing in CORS preflight")
-
-
-class ModelNotFound(GatewayError):
-    status = 404
-
-    def __init__(self, name: str, version: int | None = None) -> None:
-        request = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
-        super().__init__(f"Servable not found for request: {request}")
 
 
 class PayloadTooLarge(GatewayError):

@@ -1,8 +1,10 @@
 """gunicorn settings for the gateway, from the `TFSTACK_*` environment (gateway/settings.py).
 
-    gunicorn -c gateway/gunicorn.conf.py 'gateway.app:create_app()'
+    PROMETHEUS_MULTIPROC_DIR=/tmp/tfstack-gateway-metrics \
+        gunicorn -c gateway/gunicorn.conf.py 'gateway.app:create_app()'
 
-A bad `TFSTACK_*` value stops start-up here, in the master, with a message naming the variable.
+A bad `TFSTACK_*` value, or no PROMETHEUS_MULTIPROC_DIR, stops start-up here, in the master, with
+a message naming the variable.
 No preload: the app (and with it every gRPC channel) is created in each worker after fork.
 """
 
@@ -16,11 +18,21 @@ import tempfile
 import time
 
 from gateway.settings import SettingsError, load_settings
+from tfstack.logconfig import config as _logging_config  # `logconfig` is a gunicorn setting
 
 try:
     _settings = load_settings()
 except SettingsError as err:
     sys.exit(f"tfstack gateway: invalid configuration: {err}")
+
+# Prometheus multiprocess mode: set by whatever starts gunicorn (the image, the chart, `tfstack
+# up`), never from Python, so that every process sees it from its first import on.
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+if not os.environ.get(_MULTIPROC_ENV):
+    sys.exit(
+        f"tfstack gateway: {_MULTIPROC_ENV} is not set: name a directory for the workers' metric "
+        "files (emptied at start-up), e.g. PROMETHEUS_MULTIPROC_DIR=/tmp/tfstack-gateway-metrics"
+    )
 
 bind = [_settings.bind]
 worker_class = "gthread"
@@ -37,27 +49,22 @@ proc_name = "tfstack-gateway"
 loglevel = _settings.log_level
 errorlog = "-"  # gunicorn's own logs: stderr
 accesslog = None  # the app writes structured JSON access lines (gateway/accesslog.py)
+# The project's one logging configuration (JSON; gunicorn's, the app's and every library's logger),
+# applied by gunicorn in the master before any worker forks.
+logconfig_dict = _logging_config(_settings.log_level)
 limit_request_line = 8190
 
-_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_created_metrics_dir: str | None = None
 # The master creates this file on SIGTERM; workers' /readyz answers 503 while it exists.
 DRAIN_FLAG_ENV = "_TFSTACK_DRAIN_FLAG"
 _drain_dir: str | None = None
 
 
 def on_starting(server):
-    """Prometheus multiprocess mode: a directory for per-worker metric files, empty at start.
-
-    Set before any worker is forked so each worker imports prometheus_client in that mode.
-    """
-    global _created_metrics_dir, _drain_dir
+    """The metrics directory, emptied of an earlier run's files; the drain flag's directory."""
+    global _drain_dir
     _drain_dir = tempfile.mkdtemp(prefix="tfstack-gateway-drain-")
     os.environ[DRAIN_FLAG_ENV] = os.path.join(_drain_dir, "draining")
-    path = os.environ.get(_MULTIPROC_ENV)
-    if not path:
-        path = _created_metrics_dir = tempfile.mkdtemp(prefix="tfstack-gateway-metrics-")
-        os.environ[_MULTIPROC_ENV] = path
+    path = os.environ[_MULTIPROC_ENV]
     os.makedirs(path, exist_ok=True)
     for stale in glob.glob(os.path.join(path, "*.db")):
         os.remove(stale)
@@ -93,8 +100,13 @@ def when_ready(server):
     server.murder_workers = murder_workers_then_maybe_stop
 
 
-def post_fork(server, worker):
-    server.log.info("worker %s forked; gRPC channels open on first request", worker.pid)
+def post_worker_init(worker):
+    """In the worker, before it serves: discovery, the health thread and a first readiness check
+    of every endpoint, so `/readyz` answers from memory from the first probe on."""
+    gateway = getattr(worker.wsgi, "extensions", {}).get("tfstack")
+    if gateway is not None:
+        gateway.upstream.start()
+    worker.log.info("worker %s: gRPC channels open, first readiness check done", worker.pid)
 
 
 def child_exit(server, worker):
@@ -104,7 +116,5 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    if _created_metrics_dir:
-        shutil.rmtree(_created_metrics_dir, ignore_errors=True)
     if _drain_dir:
         shutil.rmtree(_drain_dir, ignore_errors=True)

@@ -10,6 +10,9 @@ unknown model) prove the endpoint is alive and count as successes here.
 If every known endpoint is ejected, `available()` offers them all anyway ("panic mode", as Envoy
 does): sending to possibly-bad endpoints beats refusing everything when the detector is wrong.
 
+The tracker also keeps each endpoint's last readiness check (readiness.py), so `/readyz` answers
+from memory: ready when an endpoint in rotation passed its last check.
+
 Each gunicorn worker keeps its own tracker; nothing here blocks or does I/O except `Prober`.
 """
 
@@ -66,6 +69,8 @@ class _Endpoint:
     ejections: int = 0  # ejections in a row, the back-off exponent
     ejected_until: float = 0.0
     healthy_since: float = 0.0
+    checked: bool = False  # a readiness check (or a probe) has answered since it appeared
+    problem: str = ""  # why its last check failed; "" when it passed
 
 
 class HealthTracker:
@@ -168,6 +173,7 @@ class HealthTracker:
                 return
             if ok:
                 entry.state, entry.failures, entry.healthy_since = State.READY, 0, now
+                entry.checked, entry.problem = True, ""  # the probe is the readiness check
                 log.info("endpoint %s restored after a successful probe", endpoint)
             else:
                 self._eject(endpoint, entry, now)
@@ -178,6 +184,34 @@ class HealthTracker:
         with self._lock:
             ends = [e.ejected_until for e in self._endpoints.values() if e.state is State.EJECTED]
         return max(0.0, min(ends) - now) if ends else None
+
+    # --- readiness ---------------------------------------------------------------------------
+    def to_check(self) -> list[str]:
+        """Endpoints in rotation, for the periodic readiness check (the prober sees to the rest)."""
+        with self._lock:
+            return [ep for ep, e in self._endpoints.items() if e.state is State.READY]
+
+    def unchecked(self) -> bool:
+        """True when an endpoint in rotation has had no readiness check yet."""
+        with self._lock:
+            return any(not e.checked for e in self._endpoints.values() if e.state is State.READY)
+
+    def record_check(self, endpoint: str, problem: str) -> None:
+        """The result of a readiness check: "" if the endpoint serves, else why not."""
+        with self._lock:
+            entry = self._endpoints.get(endpoint)
+            if entry is not None:
+                entry.checked, entry.problem = True, problem
+
+    def readiness(self) -> tuple[bool, list[dict[str, object]]]:
+        """Ready when an endpoint in rotation passed its last check; one row per endpoint."""
+        with self._lock:
+            rows = [
+                {"address": endpoint, "ready": not reason, "reason": reason}
+                for endpoint, entry in sorted(self._endpoints.items())
+                for reason in [_not_ready_reason(entry)]
+            ]
+        return any(row["ready"] for row in rows), rows
 
     # --- reporting ---------------------------------------------------------------------------
     def state(self, endpoint: str) -> State | None:
@@ -210,12 +244,23 @@ class HealthTracker:
             ]
 
 
-class Prober:
-    """Runs `probe(endpoint) -> bool` for endpoints whose back-off ended, in one daemon thread.
+def _not_ready_reason(entry: _Endpoint) -> str:
+    if entry.state is not State.READY:
+        return f"{entry.state.value}: failing calls took it out of rotation"
+    if not entry.checked:
+        return "not checked yet"
+    return entry.problem
 
-    The probe must bound its own time (a gRPC call with a short `timeout=`); an exception
-    counts as a failed probe. Probes run one at a time, so keep their timeout short.
-    `report(counts)`, if given, gets `tracker.counts()` at least every `max_wait_s` (metrics).
+
+class Prober:
+    """One daemon thread per worker: runs `probe(endpoint) -> bool` for endpoints whose back-off
+    ended, and `check(endpoints) -> {endpoint: problem}` on the endpoints in rotation every
+    `check_interval_s` (and at once for a new endpoint), recording the results in the tracker.
+
+    Both must bound their own time (gRPC calls with a short `timeout=`); an exception counts as a
+    failure. Probes run one at a time, so keep their timeout short; a check should run its calls
+    concurrently (readiness.py does). `report(counts)`, if given, gets `tracker.counts()` at least
+    every `max_wait_s` (metrics).
     """
 
     def __init__(
@@ -224,13 +269,19 @@ class Prober:
         probe: Callable[[str], bool],
         max_wait_s: float = 1.0,
         report: Callable[[dict[str, int]], None] | None = None,
+        check: Callable[[list[str]], dict[str, str]] | None = None,
+        check_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tracker = tracker
         self.probe = probe
         self.max_wait_s = max_wait_s
         self.report = report
+        self.check = check
+        self.check_interval_s = check_interval_s
+        self._clock = clock
+        self._checked_at: float | None = None
         self._stopping = threading.Event()
-        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> int:
@@ -245,9 +296,27 @@ class Prober:
             self.tracker.probe_result(endpoint, ok)
         return len(due)
 
-    def wake(self) -> None:
-        """Call after an ejection so the prober re-plans its sleep."""
-        self._wake.set()
+    def check_now(self) -> None:
+        """Check every endpoint in rotation now and record the results in the tracker."""
+        if self.check is None:
+            return
+        self._checked_at = self._clock()
+        endpoints = self.tracker.to_check()
+        try:
+            problems = self.check(endpoints) if endpoints else {}
+        except Exception as err:  # a broken check fails the endpoints, not the thread
+            log.exception("readiness check failed")
+            problems = dict.fromkeys(endpoints, f"check failed: {err!r}")
+        for endpoint in endpoints:
+            self.tracker.record_check(endpoint, problems.get(endpoint, "not checked"))
+
+    def _check_in(self) -> float | None:
+        """Seconds until the next readiness check is due (0: now), None without a check."""
+        if self.check is None:
+            return None
+        if self._checked_at is None or self.tracker.unchecked():
+            return 0.0
+        return max(0.0, self._checked_at + self.check_interval_s - self._clock())
 
     def start(self) -> None:
         if self._thread is None:
@@ -256,18 +325,19 @@ class Prober:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._wake.clear()
             self.run_once()
+            if self._check_in() == 0.0:
+                self.check_now()
             if self.report is not None:
                 try:
                     self.report(self.tracker.counts())
                 except Exception:  # metrics trouble must not stop probing
                     log.exception("endpoint state report failed")
-            wait = self.tracker.next_probe_in()
-            self._wake.wait(self.max_wait_s if wait is None else min(wait, self.max_wait_s))
+            waits = [w for w in (self.tracker.next_probe_in(), self._check_in()) if w is not None]
+            # A new endpoint shows up as unchecked: look again soon rather than at max_wait_s.
+            self._stopping.wait(min([self.max_wait_s, *waits]) or 0.05)

@@ -1,11 +1,16 @@
 """The gateway's Prometheus metrics, declared once (the contract is docs/metrics.md).
 
-Under gunicorn, gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before any worker imports this
-module, so every value lives in a per-process file and `/metrics` sums them over workers.
+Under gunicorn, PROMETHEUS_MULTIPROC_DIR comes from the start-up environment (the image, the
+chart, `tfstack up`; gunicorn.conf.py refuses to start without it and empties it), so every value
+lives in a per-process file and `/metrics` sums them over workers, skipping any file a killed
+worker left unreadable.
 """
 
 from __future__ import annotations
 
+import glob
+import json
+import logging
 import os
 import struct
 import time
@@ -20,6 +25,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.mmap_dict import MmapedDict
+
+log = logging.getLogger(__name__)
 
 METHODS = ("predict", "classify", "regress", "status", "metadata")
 RPCS = ("Predict", "Classify", "Regress", "GetModelMetadata", "GetModelStatus")
@@ -67,7 +75,7 @@ ENDPOINTS = Gauge(
 ADMISSION_REJECTIONS = Counter(
     "tfstack_gateway_admission_rejections_total",
     "Requests refused with 429 by admission control, by reason "
-    "(worker_inflight, model_inflight, draining).",
+    "(worker_inflight, model_inflight).",
     ["reason"],
 )
 RETRIES = Counter(
@@ -80,18 +88,55 @@ RETRIES = Counter(
 
 def exposition() -> tuple[bytes, str]:
     """The /metrics body: summed over every worker's files in multiprocess mode."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    _ReadableFilesCollector(registry, path)
     # A worker creating a metric file while the scrape reads it (first use of a new label set,
-    # a worker just forked) leaves it briefly too short to parse: prometheus_client then raises
-    # struct.error. The file is complete a moment later, so read again rather than answer 500.
+    # a worker just forked) can leave it too short to parse for a moment: read again.
     for attempt in range(3):
         try:
             return generate_latest(registry), CONTENT_TYPE_LATEST
-        except struct.error:
+        except _UNREADABLE:
             if attempt == 2:
                 raise
             time.sleep(0.01)
     raise AssertionError("unreachable")
+
+
+# What prometheus_client raises on a file cut short (struct.error, "Read beyond file size"
+# RuntimeError) or holding garbage (JSON or UTF-8 errors are ValueErrors).
+_UNREADABLE = (struct.error, RuntimeError, ValueError)
+
+
+class _ReadableFilesCollector(multiprocess.MultiProcessCollector):
+    """prometheus_client's collector over the files it can read, skipping the others.
+
+    A worker killed between creating its file and sizing it (SIGKILL, OOM kill) leaves an empty
+    or short `.db` file for good, and prometheus_client fails every later scrape on it
+    (prometheus/client_python#1199). Such a file holds no samples, so leaving it out loses
+    nothing; it is not deleted, since a live worker may be creating it at this very moment.
+    """
+
+    def collect(self):
+        files = sorted(glob.glob(os.path.join(self._path, "*.db")))
+        return self.merge([f for f in files if _readable(f)], accumulate=True)
+
+
+def _readable(path: str) -> bool:
+    try:
+        for key, _value, _timestamp, _pos in MmapedDict.read_all_values_from_file(path):
+            json.loads(key)
+    except FileNotFoundError:
+        return False  # removed since the listing (a dead worker's live gauge)
+    except _UNREADABLE:
+        if path not in _skipped:
+            _skipped.add(path)
+            log.warning("skipping metrics file %s: cut short or corrupt (a worker killed while "
+                        "creating it?)", path)
+        return False
+    return True
+
+
+_skipped: set[str] = set()

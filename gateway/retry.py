@@ -1,9 +1,10 @@
 """Retries: only when safe, on a different endpoint, within the deadline and a retry budget.
 
-Safe means the call never reached a backend (no connection, no endpoint) or failed with
-UNAVAILABLE — the backend was going away or not there, and TF Serving's inference calls have no
-side effects. Everything else (DEADLINE_EXCEEDED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...) is
-returned as is: retrying a timeout doubles the load exactly when the backends are slowest.
+Safe means the call failed with UNAVAILABLE — the backend was going away or not there (gRPC
+reports a refused or lost connection so too), and TF Serving's inference calls have no side
+effects; a request that finds no endpoint at all never gets this far (`NoBackend`). Everything
+else (DEADLINE_EXCEEDED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...) is returned as is: retrying a
+timeout doubles the load exactly when the backends are slowest.
 
 The budget bounds the extra load retries can add during an outage: each request deposits
 `ratio` tokens (0.1: retries ≤ 10% of requests), each retry spends one, and a small floor
@@ -29,9 +30,9 @@ BUDGET = "budget_exhausted"
 OUTCOMES = (RETRY, UNSAFE, ATTEMPTS, DEADLINE, NO_ENDPOINT, BUDGET)
 
 
-def is_safe_to_retry(code: object, reached_backend: bool) -> bool:
+def is_safe_to_retry(code: object) -> bool:
     """`code` is a `grpc.StatusCode`, its name, or None when there was no status at all."""
-    return not reached_backend or getattr(code, "name", code) in RETRYABLE_CODES
+    return getattr(code, "name", code) in RETRYABLE_CODES
 
 
 class RetryBudget:
@@ -99,7 +100,6 @@ class RetryPolicy:
         self,
         *,
         code: object,
-        reached_backend: bool,
         attempts: int,
         remaining_s: float,
         untried_endpoints: int,
@@ -107,7 +107,7 @@ class RetryPolicy:
         """`RETRY`, or the reason not to. The budget is spent only when everything else allows
         the retry. `attempts` counts the attempts made so far (1 after the first failure);
         `untried_endpoints` counts routable endpoints this request has not tried yet."""
-        if not is_safe_to_retry(code, reached_backend):
+        if not is_safe_to_retry(code):
             outcome = UNSAFE
         elif attempts >= self.max_attempts:
             outcome = ATTEMPTS

@@ -1,7 +1,7 @@
 """TF Serving's REST routing (model_servers/http_rest_api_handler.cc), as pure functions.
 
 The regexes are TF Serving's own, matched against the whole path; anything else under /v1/ is
-`Malformed request: <METHOD> <path>` (protocol reference §2.1).
+`Malformed request: <METHOD> <path>` (docs/gateway.md, Endpoints).
 """
 
 from __future__ import annotations

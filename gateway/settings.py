@@ -105,7 +105,7 @@ VARIABLES: dict[str, tuple[Callable[[str], object], str]] = {
     "log_level": (_log_level, "info"),
     "access_log": (_bool, "true"),
     "ready_models": (_names, ""),
-    "ready_cache_ms": (_int(0, 60_000), "1000"),
+    "ready_check_interval_ms": (_int(100, 60_000), "1000"),
     "graceful_timeout_s": (_int(1, 3600), "30"),
     "worker_timeout_s": (_int(1, 3600), "60"),
     "debug_endpoints": (_bool, "false"),
@@ -135,7 +135,7 @@ class Settings:
     log_level: str
     access_log: bool
     ready_models: tuple[str, ...]
-    ready_cache_ms: int
+    ready_check_interval_ms: int
     graceful_timeout_s: int
     worker_timeout_s: int
     debug_endpoints: bool

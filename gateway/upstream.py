@@ -24,16 +24,15 @@ from gateway.errors import DeadlineExceeded, NoBackend, UpstreamError
 from gateway.health import HealthTracker, Prober
 from gateway.proto import (
     get_model_metadata_pb2,
-    get_model_status_pb2,
     model_pb2,
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
 )
+from gateway.readiness import ReadinessCheck
 from gateway.retry import RETRY, RetryPolicy
 from gateway.settings import Settings
 
 UNKNOWN_MODEL = "_unknown"  # metrics label for a model the backend has not confirmed
-_PROBE_MODEL = "__tfstack_readiness_probe__"
 # (address, rpc, milliseconds) of each backend call the current request made, for the access log.
 CALLS: contextvars.ContextVar[list[tuple[str, str, float]] | None] = contextvars.ContextVar(
     "tfstack_upstream_calls", default=None
@@ -136,8 +135,8 @@ class Upstream:
         self._pool: EndpointPool | None = None
         self._signatures: dict[ModelRef, CachedSignatures] = {}
         self._known_models: set[str] = set()
-        self._ready: tuple[float, bool, list[dict[str, object]]] | None = None
         self.health = HealthTracker()
+        self._check = ReadinessCheck(settings.ready_models, min(1.0, settings.deadline_ms / 1000))
         self.retry = RetryPolicy()
         self._discovery: Discovery | None = None
         self._prober: Prober | None = None
@@ -150,8 +149,14 @@ class Upstream:
                 self._start_pool()
             return self._pool
 
+    def start(self) -> None:
+        """Start this process's discovery, health thread and first readiness check now rather
+        than on first use (gunicorn.conf.py calls it in each worker before it serves)."""
+        self.pool  # noqa: B018
+
     def _start_pool(self) -> None:
-        """In this process: discovery feeding a health-aware pool, and the prober.
+        """In this process: discovery feeding a health-aware pool, and the health thread (probes
+        of ejected endpoints, readiness checks), after a first readiness check of every endpoint.
 
         See docs/resilience.md."""
         options = channel_options(self.settings)
@@ -168,7 +173,12 @@ class Upstream:
         # The first list or lookup, before the first call (EndpointSlice mode imports the
         # kubernetes client first: a second or two on a busy machine).
         self._discovery.wait_known(timeout=10.0)
-        self._prober = Prober(self.health, self._probe_address, report=_report_endpoints)
+        self._prober = Prober(
+            self.health, self._probe_address, report=_report_endpoints,
+            check=self._check_addresses,
+            check_interval_s=self.settings.ready_check_interval_ms / 1000,
+        )
+        self._prober.check_now()  # at most the check's timeout (1 s), however many replicas hang
         self._prober.start()
 
     def model_label(self, name: str) -> str:
@@ -192,7 +202,7 @@ class Upstream:
                 return self._attempt(endpoint, rpc, request, model, timeout)
             except grpc.RpcError as err:
                 decision = self.retry.decide(
-                    code=err.code(), reached_backend=True, attempts=len(tried),
+                    code=err.code(), attempts=len(tried),
                     remaining_s=deadline.left_s(), untried_endpoints=pool.untried(tried),
                 )
                 metrics.RETRIES.labels(decision).inc()
@@ -230,11 +240,14 @@ class Upstream:
                 metrics.UPSTREAM_ERRORS.labels(label, rpc, code).inc()
 
     def _probe_address(self, address: str) -> bool:
-        """The health prober's check of an ejected endpoint: the readiness probe, on it alone."""
-        endpoint = self.pool.find(address)
-        if endpoint is None or endpoint.client is None:
-            return False
-        return bool(self._probe(endpoint)["ready"])
+        """The health prober's check of an ejected endpoint: the readiness check, on it alone."""
+        return self._check_addresses([address]).get(address) == ""
+
+    def _check_addresses(self, addresses: list[str]) -> dict[str, str]:
+        """The readiness check of `addresses` (connected first), all at once."""
+        wanted = set(addresses)
+        endpoints = [e for e in self._pool.all() if e.address in wanted] if self._pool else []
+        return self._check(endpoints)
 
     # -- signatures ----------------------------------------------------------------------------
     def metadata(self, model: ModelRef, deadline: Deadline) -> Any:
@@ -265,57 +278,17 @@ class Upstream:
     def forget(self, model: ModelRef) -> None:
         self._signatures.pop(model, None)
 
-    # -- readiness -----------------------------------------------------------------------------
+    # -- readiness ---------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, list[dict[str, object]]]:
-        """Is at least one endpoint reachable and serving? Cached for TFSTACK_READY_CACHE_MS."""
-        now = time.monotonic()
-        cached = self._ready
-        if cached and now - cached[0] < self.settings.ready_cache_ms / 1000:
-            return cached[1], cached[2]
-        results = [self._probe(endpoint) for endpoint in self.pool.all()]
-        ready = any(result["ready"] for result in results)
-        self._ready = (now, ready, results)
-        return ready, results
-
-    def _probe(self, endpoint: Endpoint) -> dict[str, object]:
-        """GetModelStatus per TFSTACK_READY_MODELS (an AVAILABLE version each), or, with none
-        configured, any answer from the server (NOT_FOUND for a made-up name proves it serves)."""
-        timeout = min(1.0, self.settings.deadline_ms / 1000)
-        status_rpc = endpoint.client.method("GetModelStatus")
-        try:
-            for name in self.settings.ready_models or (_PROBE_MODEL,):
-                request = get_model_status_pb2.GetModelStatusRequest(
-                    model_spec=model_pb2.ModelSpec(name=name)
-                )
-                try:
-                    response = status_rpc(request, timeout=timeout)
-                except grpc.RpcError as err:
-                    if self.settings.ready_models or err.code() in _NOT_SERVING:
-                        raise
-                    continue
-                available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
-                if not any(v.state == available for v in response.model_version_status):
-                    return _probe_result(endpoint, f"{name}: no version AVAILABLE")
-        except grpc.RpcError as err:
-            code = err.code().name if err.code() else "UNKNOWN"
-            return _probe_result(endpoint, f"{code}: {err.details()}")
-        return _probe_result(endpoint, "")
+        """Is an endpoint in rotation serving? From the health tracker's memory: no I/O here once
+        this process has started (`start()`); the health thread keeps the answer fresh."""
+        self.pool  # noqa: B018 (outside gunicorn, the first call starts discovery and checks)
+        return self.health.readiness()
 
 
 def _report_endpoints(counts: dict[str, int]) -> None:
     for state, count in counts.items():
         metrics.ENDPOINTS.labels(state).set(count)
-
-
-def _probe_result(endpoint: Endpoint, problem: str) -> dict[str, object]:
-    return {"address": endpoint.address, "ready": not problem, "reason": problem}
-
-
-_NOT_SERVING = (
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.CANCELLED,
-)
 
 
 def _translate(err: grpc.RpcError, endpoint: Endpoint, deadline: Deadline) -> Exception:

@@ -11,20 +11,12 @@ import threading
 from pathlib import Path
 
 from modelserver import flags
+from tfstack import logconfig
 
 log = logging.getLogger("modelserver")
 
 SHUTDOWN_GRACE_SECONDS = 10.0
 EXIT_START_FAILED = 255  # TF Serving's main returns -1
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s.%(msecs)03d: %(levelname).1s %(name)s] %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-    )
 
 
 def _session_config(args):
@@ -79,7 +71,7 @@ class ConfigWatcher:
 
 def main(argv: list[str] | None = None) -> int:
     args, unknown, warnings = flags.parse(argv)
-    _setup_logging()
+    logconfig.setup("info")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.version:
         import tensorflow as tf

@@ -100,7 +100,7 @@ mountpoint() { "$PY" -c "import json; print(json.load(open('$S/spec.json'))['mou
 [ "$(spec read_only)" = True ] && [ "$(spec drops_all)" = True ] \
   || die "smoke: the chart no longer asks for a read-only root and no capabilities; update this"
 
-# ---- a throwaway containerd, configured as the cluster's must be (reference/local-cluster.md) ----
+# ---- a throwaway containerd, configured as the cluster's must be (docs/cluster-e2e.md) ----
 containerd_config "$S/root" "$S/state" "$sock" "$S/cni-bin" "$S/cni-conf" >"$S/containerd.toml"
 # The stand-in's network namespace exists before containerd's private mount namespace is made,
 # so its bind mount is visible in there (mounts made later would not propagate).

@@ -146,6 +146,9 @@ def test_gateway_discovers_tf_serving(defaults):
     assert env["TFSTACK_DISCOVERY_PORT_NAME"] == "grpc"
     assert env["TFSTACK_GRACEFUL_TIMEOUT_S"] == "13"  # 20 s grace - 5 s drain delay - 2 s margin
     assert env["TFSTACK_BIND"] == "0.0.0.0:8080"
+    # Set by the start-up environment, on the writable emptyDir (the root filesystem is read-only).
+    assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -367,7 +370,7 @@ def test_gateway_accepts_the_environment_the_chart_gives_it(scenario):
     settings = load_settings(env)
     assert settings.bind == "0.0.0.0:8080"
     assert settings.workers == 2 and settings.deadline_ms == 10000
-    discovery = DiscoveryConfig.from_env(env)
+    discovery = DiscoveryConfig.from_settings(settings)
     assert discovery.mode == env["TFSTACK_DISCOVERY"]
     if discovery.mode == "endpointslices":
         assert (discovery.service, discovery.namespace, discovery.port_name) == (

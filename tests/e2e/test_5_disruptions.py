@@ -5,7 +5,8 @@
 - the model config changes: a digits version is removed, then added back;
 - the gateway itself rolls.
 Every request must succeed. A moved version label also reaches the running pods without a
-restart (the model config is re-read, DESIGN decision 6)."""
+restart (the model config is re-read; docs/architecture.md,
+decision 6)."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ that uses it and could not hang one RPC while answering another.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,7 +19,7 @@ import time
 import pytest
 import requests
 
-from tests.fixtures.gateway import FakeBackend, start_gateway
+from tests.fixtures.gateway import FakeBackend, HungBackend, start_gateway
 from tfstack.procs import free_port
 
 PREDICT = "/v1/models/slow:predict"
@@ -112,6 +113,86 @@ def test_no_backend_is_a_503_and_not_ready(tmp_path):
     assert alive.status_code == 200
 
 
+@pytest.fixture
+def hung():
+    replicas = [HungBackend(), HungBackend()]
+    yield replicas
+    for replica in replicas:
+        replica.stop()
+
+
+# /readyz used to ask every endpoint in turn, 1 s each: two hung replicas took it to 2 s, the
+# chart's probe timeout, and the gateway itself went unready. It now answers from what the
+# worker's health thread last found. 1 s is a generous bound for a local GET on a busy 2-core
+# machine and still half of what the old handler needed.
+READYZ_BOUND_S = 1.0
+# The check's deadline, or, once gRPC gives up on a connection that never sent SETTINGS, that.
+HUNG_REASONS = ("DEADLINE_EXCEEDED", "UNAVAILABLE")
+
+
+def readyz_answers(tmp_path, backends: list[str], times: int = 5) -> list[dict]:
+    """/readyz `times` times, 0.3 s apart (across several check rounds); each answered within
+    READYZ_BOUND_S. Returns each body with its HTTP status added."""
+    handle = start_gateway(tmp_path, backends)
+    answers = []
+    try:
+        for _ in range(times):
+            started = time.monotonic()
+            resp = requests.get(handle.url + "/readyz", timeout=10)
+            assert time.monotonic() - started < READYZ_BOUND_S
+            answers.append({"status": resp.status_code, **resp.json()})
+            time.sleep(0.3)
+    finally:
+        handle.stop()
+    return answers
+
+
+def test_readyz_answers_at_once_and_ready_while_two_replicas_hang(tmp_path, backend, hung):
+    for answer in readyz_answers(tmp_path, [h.address for h in hung] + [backend.address]):
+        assert answer["status"] == 200 and answer["ready"] is True
+        rows = {row["address"]: row for row in answer["endpoints"]}
+        assert rows[backend.address] == {"address": backend.address, "ready": True, "reason": ""}
+        for replica in hung:
+            assert rows[replica.address]["ready"] is False
+            assert rows[replica.address]["reason"].startswith(HUNG_REASONS)
+
+
+def test_readyz_answers_at_once_and_unready_when_every_replica_hangs(tmp_path, hung):
+    for answer in readyz_answers(tmp_path, [h.address for h in hung]):
+        assert answer["status"] == 503 and answer["ready"] is False
+        reasons = [row["reason"] for row in answer["endpoints"]]
+        assert len(reasons) == 2 and all(r.startswith(HUNG_REASONS) for r in reasons)
+
+
+def test_every_log_line_is_json_with_discovery_and_ejection_included(tmp_path):
+    """gunicorn's lines, the access log and the gateway's own loggers (discovery, ejection), INFO
+    included, all as JSON objects one per line: what a log pipeline in the cluster can parse."""
+    dead = f"127.0.0.1:{free_port()}"
+    handle = start_gateway(tmp_path, [dead], workers=1)
+    try:
+        for _ in range(3):  # three failed calls in a row eject the endpoint (health.py)
+            assert requests.post(handle.url + PREDICT, data=BODY, timeout=10).status_code == 503
+        handle.process.wait_until(
+            lambda: "ejected" in handle.process.log_path.read_text(), 10, "logging the ejection"
+        )
+    finally:
+        handle.stop()
+    lines = [json.loads(line) for line in handle.process.log_path.read_text().splitlines()]
+    loggers = {(line.get("logger"), line.get("level")) for line in lines}
+    assert ("gunicorn.error", "info") in loggers
+    assert any(
+        line.get("logger") == "gateway.discovery" and line["level"] == "info"
+        and line["message"] == f"endpoints: ['{dead}'] (added ['{dead}'], removed [])"
+        for line in lines
+    )
+    assert any(
+        line.get("logger") == "gateway.health" and line["level"] == "warning"
+        and line["message"].startswith(f"endpoint {dead} ejected for ")
+        for line in lines
+    )
+    assert sum(1 for line in lines if line.get("status") == 503) == 3, "the access log"
+
+
 def test_metrics_are_summed_over_workers(gw):
     before = requests.get(gw.url + "/metrics", timeout=10).text
     n = 40
@@ -148,6 +229,27 @@ def test_dead_worker_keeps_its_counts_and_drops_its_gauge(gw):
     assert metric(after, "tfstack_gateway_requests_total", **labels) == metric(
         before, "tfstack_gateway_requests_total", **labels
     )
+
+
+def test_scrape_survives_a_worker_killed_while_creating_its_metrics_file(gw):
+    """SIGKILL between creating a metrics file and sizing it leaves it empty for good; that file
+    used to fail every later scrape (prometheus/client_python#1199). The kill is real; the moment
+    cannot be timed, so the file it leaves is put in place by hand."""
+    labels = {"model": "slow", "method": "predict", "code": "200"}
+    assert requests.post(gw.url + PREDICT, data=BODY, timeout=10).status_code == 200
+    before = metric(requests.get(gw.url + "/metrics", timeout=10).text,
+                    "tfstack_gateway_requests_total", **labels)
+    victim = requests.get(gw.url + "/debug/vars", timeout=10).json()["pid"]
+    os.kill(victim, signal.SIGKILL)
+    leftover = gw.metrics_dir / f"summary_{victim}.db"
+    leftover.write_bytes(b"")
+    try:
+        for _ in range(3):
+            resp = requests.get(gw.url + "/metrics", timeout=10)
+            assert resp.status_code == 200
+            assert metric(resp.text, "tfstack_gateway_requests_total", **labels) == before
+    finally:
+        leftover.unlink()
 
 
 def test_sigterm_finishes_inflight_requests_and_exits_0(tmp_path, backend):

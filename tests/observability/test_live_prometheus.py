@@ -243,7 +243,7 @@ def test_adapter_rules_give_one_value_per_replica(stack: Stack):
 
 # TF Serving's exposition has no HELP lines, its names start with ':' (TF monitoring names with
 # '/' turned into ':') and its counters are named like `request_count`, not `..._total`: that is
-# what real TF Serving exports (tfserving-protocol.md §5), so only those findings are accepted.
+# what real TF Serving exports (docs/metrics.md), so only those findings are accepted.
 TFSERVING_LINT_OK = (
     "no help text",
     "metric names should not contain ':'",

@@ -1,8 +1,10 @@
-"""Admission control: bounded in-flight work per worker, per-model limits, drain, and its cost."""
+"""Admission control: bounded in-flight work per worker and per-model limits.
+
+What a decision costs (~1 µs) is measured by a benchmark, not asserted here on a shared machine:
+`python -m bench.balancing_admission_cost` (docs/resilience.md)."""
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 
@@ -26,7 +28,7 @@ def test_admits_up_to_the_bound_then_rejects_with_a_reason():
     admission.release("m")
     assert admission.try_acquire("m") is None, "a released slot is free again"
     assert admission.inflight == 2
-    assert admission.rejected == {"worker_inflight": 1, "model_inflight": 0, "draining": 0}
+    assert admission.rejected == {"worker_inflight": 1, "model_inflight": 0}
 
 
 def test_per_model_limits_leave_other_models_alone():
@@ -49,16 +51,6 @@ def test_a_model_rejection_does_not_take_a_worker_slot():
     for _ in range(5):
         assert admission.try_acquire("digits").reason == "model_inflight"
     assert admission.inflight == 1
-
-
-def test_draining_refuses_new_work_while_in_flight_finishes():
-    admission = Admission(max_inflight=4)
-    assert admission.try_acquire(None) is None
-    admission.start_draining()
-    assert admission.try_acquire(None).reason == "draining"
-    admission.release(None)
-    assert admission.inflight == 0
-    assert admission.draining
 
 
 def test_concurrent_acquire_never_exceeds_the_bound():
@@ -90,21 +82,6 @@ def test_concurrent_acquire_never_exceeds_the_bound():
     assert peak <= 5
     assert admission.inflight == 0
     assert sum(admitted) + sum(admission.rejected.values()) == 8 * 2000
-
-
-def test_decision_costs_microseconds():
-    """The issue asks for a 429 in well under a millisecond of the gateway's own time; the
-    decision itself is ~1 µs (bench/balancing_admission_cost.py reports it). The bound here is
-    50× looser than that so that a busy CI machine cannot make it flaky."""
-    admission = Admission(max_inflight=1, model_limits={"digits": 1})
-    admission.try_acquire("other")
-    samples = []
-    for _ in range(200):
-        start = time.perf_counter()
-        for _ in range(100):
-            admission.try_acquire("digits")  # rejected: the worker is full
-        samples.append((time.perf_counter() - start) / 100)
-    assert statistics.median(samples) < 50e-6
 
 
 @pytest.mark.parametrize(

@@ -85,12 +85,15 @@ def test_default_bound_comes_from_the_threads():
     assert app.extensions["tfstack"].admission.max_inflight == 3
 
 
-def test_draining_worker_is_not_ready_and_refuses_new_work():
+def test_draining_worker_is_not_ready_and_still_serves(monkeypatch, tmp_path):
+    """The drain delay (gunicorn.conf.py's master flags SIGTERM with a file): readiness off so
+    Kubernetes stops sending, requests still served until gunicorn's own graceful stop."""
+    flag = tmp_path / "draining"
+    flag.touch()
+    monkeypatch.setenv("_TFSTACK_DRAIN_FLAG", str(flag))
     app, upstream = make()
     upstream.release.set()
     client = app.test_client()
-    app.extensions["tfstack"].admission.start_draining()
-    assert client.get("/readyz").status_code == 503
-    resp = client.post(PREDICT, data=BODY)
-    assert resp.status_code == 429
-    assert "draining" in resp.get_json()["error"]
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json() == {"ready": False, "draining": True}
+    assert client.post(PREDICT, data=BODY).status_code == 200

@@ -177,7 +177,7 @@ def test_stop_is_prompt_even_with_a_long_interval():
 
 
 def discovery_from_env(environ):
-    return DiscoveryConfig.from_env(environ)
+    return DiscoveryConfig.from_settings(load_settings(environ))
 
 
 def test_config_defaults_to_static_backends():

@@ -188,3 +188,39 @@ def test_metrics_scrape_survives_a_worker_file_caught_mid_creation(monkeypatch, 
     body, content_type = metrics.exposition()
     assert len(calls) == 2 and content_type.startswith("text/plain")
     assert isinstance(body, bytes)
+
+
+def _worker_file(directory, name, value):
+    """A metrics file as a gunicorn worker writes it (prometheus_client's own file format)."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    key = mmap_key("tfstack_gateway_requests_total", "tfstack_gateway_requests_total",
+                   ("model", "method", "code"), ("m", "predict", "200"), "REST requests answered.")
+    written = MmapedDict(str(directory / name))
+    written.write_value(key, value, 0.0)
+    written.close()
+
+
+@pytest.mark.parametrize(
+    "leftover",
+    [
+        b"",  # killed between creating the file and sizing it
+        b"\x00\x01",  # cut short inside the header
+        (4096).to_bytes(4, "little") + bytes(60),  # says it holds more than it does
+    ],
+    ids=["empty", "short-header", "truncated"],
+)
+def test_a_worker_killed_while_creating_its_metrics_file_never_breaks_a_scrape(
+    monkeypatch, tmp_path, client, leftover
+):
+    """prometheus/client_python#1199: such a file used to fail every later scrape with a 500.
+    The other workers' counts are still served, in full."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    _worker_file(tmp_path, "counter_101.db", 3.0)
+    _worker_file(tmp_path, "counter_102.db", 4.0)
+    (tmp_path / "counter_103.db").write_bytes(leftover)
+    for _ in range(2):  # and on every scrape after, not just the first
+        resp = client.get("/metrics")
+        assert resp.status_code == 200
+        text = resp.get_data(as_text=True)
+        assert 'tfstack_gateway_requests_total{code="200",method="predict",model="m"} 7.0' in text

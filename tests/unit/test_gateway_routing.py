@@ -1,4 +1,4 @@
-"""TF Serving's REST routing (protocol reference §2.1) and the gRPC → HTTP error table (§2.6)."""
+"""TF Serving's REST routing and the gRPC → HTTP error table (docs/gateway.md)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import pytest
 from gateway.errors import (
     GRPC_TO_HTTP,
     BadVersion,
-    GatewayError,
     MalformedRequest,
     MissingModelName,
-    ModelNotFound,
     UpstreamError,
     http_status_for,
 )
@@ -116,9 +114,3 @@ def test_grpc_to_http(code, status):
 def test_table_covers_every_grpc_code():
     assert set(GRPC_TO_HTTP) == set(grpc.StatusCode)
     assert http_status_for(None) == 500
-
-
-def test_error_messages_follow_tf_serving():
-    assert ModelNotFound("half").message == "Servable not found for request: Latest(half)"
-    assert ModelNotFound("m", 42).message == "Servable not found for request: Specific(m, 42)"
-    assert issubclass(ModelNotFound, GatewayError) and ModelNotFound.status == 404

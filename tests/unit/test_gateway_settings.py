@@ -61,7 +61,7 @@ def test_settings_are_frozen():
         ("TFSTACK_GRPC_MAX_MESSAGE_BYTES", "1024", "expected an integer in"),
         ("TFSTACK_LOG_LEVEL", "verbose", "expected one of"),
         ("TFSTACK_ACCESS_LOG", "maybe", "expected true/false"),
-        ("TFSTACK_READY_CACHE_MS", "x", "expected an integer"),
+        ("TFSTACK_READY_CHECK_INTERVAL_MS", "50", "expected an integer in [100, 60000]"),
         ("TFSTACK_GRACEFUL_TIMEOUT_S", "0", "expected an integer in"),
         ("TFSTACK_WORKER_TIMEOUT_S", "", "expected an integer"),
         ("TFSTACK_DEBUG_ENDPOINTS", "2", "expected true/false"),
@@ -74,17 +74,30 @@ def test_bad_value_names_the_variable(variable, value, problem):
     assert problem in str(err.value)
 
 
-def test_gunicorn_refuses_to_start_and_names_the_variable(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "TFSTACK_DEADLINE_MS": "soon"}
+def run_gunicorn(env: dict[str, str]) -> subprocess.CompletedProcess:
     gunicorn = Path(sys.executable).parent / "gunicorn"
-    result = subprocess.run(
+    return subprocess.run(
         [str(gunicorn), "-c", "gateway/gunicorn.conf.py", "gateway.app:create_app()"],
         cwd=REPO,
-        env=env,
+        env={"PATH": "/usr/bin:/bin", **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_gunicorn_refuses_to_start_and_names_the_variable(tmp_path):
+    result = run_gunicorn({"TFSTACK_DEADLINE_MS": "soon",
+                           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
     assert result.returncode != 0
     assert "TFSTACK_DEADLINE_MS: expected an integer, got 'soon'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_gunicorn_needs_the_metrics_directory_from_its_environment():
+    """Set by the image, the chart and `tfstack up`; never invented from Python, where a worker
+    could import prometheus_client before seeing it."""
+    result = run_gunicorn({})
+    assert result.returncode != 0
+    assert "PROMETHEUS_MULTIPROC_DIR is not set" in result.stderr
     assert "Traceback" not in result.stderr
