@@ -44,6 +44,7 @@ __all__ = [
     "metadata_to_json",
     "parse_json",
     "shape_hint",
+    "signature_name_of",
     "signatures_from_metadata",
     "status_to_json",
 ]
@@ -132,6 +133,12 @@ def _require_object(body: object) -> dict:
     return body
 
 
+def signature_name_of(body: object) -> str:
+    """The signature a predict/classify/regress body names ("serving_default" if none), after
+    TF Serving's first two checks: the body is an object, its `signature_name` a string."""
+    return _signature_name(_require_object(body))
+
+
 def decode_predict_body(body: object, signatures: Mapping[str, Signature]) -> PredictCall:
     """A parsed predict body -> typed input tensors for the chosen signature (TF Serving rules)."""
     body = _require_object(body)
@@ -147,8 +154,8 @@ def decode_predict_body(body: object, signatures: Mapping[str, Signature]) -> Pr
         raise CodecError(f"JSON Value: {quote(body)} Not formatted correctly expecting only one of "
                          "'inputs' or 'instances' keys to exist ")
     if has_instances:
-        rows = _rows_by_input(body["instances"], body, specs)
-        inputs = {key: _batch(key, rows[key], specs[key]) for key in specs}
+        rows, named = _rows_by_input(body["instances"], body, specs)
+        inputs = {key: _batch(key, rows[key], specs[key], named) for key in specs}
     elif has_inputs:
         values = _values_by_input(body["inputs"], specs)
         inputs = {key: _columnar(key, values[key], specs[key]) for key in specs}
@@ -176,7 +183,7 @@ def _columnar(name: str, value: object, spec: TensorSpec) -> tensor_pb2.TensorPr
         shape = dense_shape(value)
         tensor = make_tensor(flatten(value, shape), shape, dtype_info(spec.dtype))
     except ValueProblem as problem:
-        raise CodecError(f"{problem.message} (input: {name})", problem.status) from None
+        raise CodecError(problem.message, problem.status) from None
     return tensor
 
 
@@ -184,8 +191,10 @@ def _is_element_object(value: object) -> bool:
     return isinstance(value, dict) and not is_b64_object(value)
 
 
-def _rows_by_input(instances: object, body: dict, specs: dict[str, TensorSpec]) -> dict:
-    """Row `instances`: per input, the list of its per-instance values."""
+def _rows_by_input(instances: object, body: dict,
+                   specs: dict[str, TensorSpec]) -> tuple[dict[str, list], bool]:
+    """Row `instances`: per input, the list of its per-instance values; and whether the
+    instances were objects naming their inputs."""
     if not isinstance(instances, list):
         raise CodecError(f"JSON Value: {quote(body)} Excepting 'instances' to be an list/array")
     if not instances:
@@ -199,7 +208,7 @@ def _rows_by_input(instances: object, body: dict, specs: dict[str, TensorSpec]) 
             if _is_element_object(element):
                 raise CodecError(f"Expecting value/list but got object at item {index} of input "
                                  "list")
-        return {next(iter(specs)): instances}
+        return {next(iter(specs)): instances}, False
     rows: dict[str, list] = {name: [] for name in specs}
     for index, element in enumerate(instances):
         if not _is_element_object(element):
@@ -214,11 +223,12 @@ def _rows_by_input(instances: object, body: dict, specs: dict[str, TensorSpec]) 
             raise CodecError(f"Failed to process element: {index} of 'instances' list. JSON "
                              f"object: {quote(element)} keys must be equal to: "
                              f"{','.join(sorted(specs))}")
-    return rows
+    return rows, True
 
 
-def _batch(name: str, rows: list, spec: TensorSpec) -> tensor_pb2.TensorProto:
-    """Stack one input's per-instance values into a [len(rows), ...] tensor.
+def _batch(name: str, rows: list, spec: TensorSpec, named: bool) -> tensor_pb2.TensorProto:
+    """Stack one input's per-instance values into a [len(rows), ...] tensor. TF Serving's
+    message names the input (`key: <name>`) only when the instances were objects.
 
     Fast path: the rows as one nested list (dense only if every row has the first row's shape).
     Any problem is then re-diagnosed row by row for TF Serving's per-element message."""
@@ -228,7 +238,8 @@ def _batch(name: str, rows: list, spec: TensorSpec) -> tensor_pb2.TensorProto:
     except ValueProblem as problem:
         # Rows fine one by one but not together can only mean the batch is nested too deep.
         index, problem = _first_bad_row(rows, spec) or (0, problem)
-        raise CodecError(f"Failed to process element: {index} key: {name} of 'instances' list. "
+        where = f"{index} key: {name}" if named else f"{index}"
+        raise CodecError(f"Failed to process element: {where} of 'instances' list. "
                          f"Error: INVALID_ARGUMENT: {problem.message}", problem.status) from None
     return tensor
 

@@ -145,7 +145,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(CodecError)
     def _codec_error(err: CodecError) -> Response:
-        return json_error(getattr(err, "status", 400), str(err.args[0] if err.args else err))
+        return json_error(err.status, err.message)
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(_err: RequestEntityTooLarge) -> Response:

@@ -276,9 +276,12 @@ INPUT_ERRORS = [
     ({"inputs": {"a": [1.0]}}, {"pixels": F, "a": F}, 400,
      "Missing named input: pixels in 'inputs' object."),
     ({"instances": [1.0, "a"]}, {"pixels": F}, 400,
-     "Failed to process element: 1 key: pixels of 'instances' list. Error: INVALID_ARGUMENT: "
+     "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
      'JSON Value: "a" Type: String is not of expected type: float'),
     ({"instances": [[1, 2], [3]]}, {"pixels": F}, 400,
+     "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+     "Expecting tensor size: 2 but got: 1"),
+    ({"instances": [{"pixels": [1, 2]}, {"pixels": [3]}]}, {"pixels": F}, 400,
      "Failed to process element: 1 key: pixels of 'instances' list. Error: INVALID_ARGUMENT: "
      "Expecting tensor size: 2 but got: 1"),
     ({"instances": [[1, 2], [[3], [4]]]}, {"pixels": F}, 400,
@@ -289,18 +292,16 @@ INPUT_ERRORS = [
     ({"instances": [{"pixels": 1.0, "pxl": 1.0}]}, {"pixels": F}, 400,
      "JSON object: does not have named input: pxl"),
     ({"inputs": json.loads("[" * 40 + "1" + "]" * 40)},
-     {"pixels": F}, 400, "JSON list nesting deeper than 32 levels (input: pixels)"),
+     {"pixels": F}, 400, "JSON list nesting deeper than 32 levels"),
 ]
 
 
 @pytest.mark.parametrize("body, inputs, status, text", INPUT_ERRORS)
-def test_input_errors_name_the_input(body, inputs, status, text):
+def test_input_errors_have_tf_servings_texts(body, inputs, status, text):
     with pytest.raises(codec.CodecError) as err:
         decode(body, sig(inputs))
     assert text in err.value.message
     assert err.value.status == status
-    offending = [name for name in (*inputs, "pxl") if name in err.value.message]
-    assert offending, f"message names no input: {err.value.message}"
 
 
 ONE, TWO = {"x": F}, {"a": F, "b": F}
@@ -598,7 +599,7 @@ def test_examples_with_context():
         ({"examples": [{"f": [2**63]}]}, "Feature: f has uint64 element. Only int64 is supported."),
         ({"examples": [{"f": 1e39}]}, "Cannot convert JSON value: 1e+39 to float without loss"),
         ({"examples": [{"f": 10**400}]}, "to float without loss of precision"),
-        ({"examples": [{"f": {"b64": "%%"}}]}, "Unable to base64 decode (feature: f)"),
+        ({"examples": [{"f": {"b64": "%%"}}]}, "Unable to base64 decode"),
         ({"signature_name": ["x"], "examples": [{}]}, "'signature_name' key must be a string"),
         ([1], "Is not object"),
     ],
