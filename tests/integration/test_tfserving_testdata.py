@@ -59,8 +59,8 @@ def tfserving_models_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def front_doors(tfserving_models_config, tmp_path_factory):
-    """{"model server": REST URL, "gateway": URL}, the gateway in front of that model server."""
+def tfserving_gateway(tfserving_models_config, tmp_path_factory):
+    """A model server on TF Serving's test models and a gateway in front of it."""
     run_dir = tmp_path_factory.mktemp("tfserving_servers")
     modelserver = start_modelserver(run_dir, tfserving_models_config)
     try:
@@ -68,9 +68,16 @@ def front_doors(tfserving_models_config, tmp_path_factory):
     except BaseException:
         modelserver.stop()
         raise
-    yield {"model server": modelserver.rest_url, "gateway": gateway.url}
+    yield modelserver, gateway
     gateway.stop()
     modelserver.stop()
+
+
+@pytest.fixture(scope="module")
+def front_doors(tfserving_gateway) -> dict:
+    """{"model server": its REST URL, "gateway": the gateway's URL}."""
+    modelserver, gateway = tfserving_gateway
+    return {"model server": modelserver.rest_url, "gateway": gateway.url}
 
 
 def ask_both(front_doors: dict, method: str, path: str, body: object) -> dict:
@@ -193,6 +200,20 @@ def test_documented_errors(front_doors, method, path, body, status, text):
     got_status, got_body = answers["gateway"]
     assert got_status == status
     assert set(got_body) == {"error"} and text in got_body["error"]
+
+
+@pytest.mark.parametrize("body", [{"instances": [[1.0], [2.0, 3.0]]}, {"instances": [1.0, "a"]}])
+def test_ragged_or_mixed_bodies_never_reach_the_backend(tfserving_gateway, body):
+    _, gateway = tfserving_gateway
+    request_id = f"ragged-{abs(hash(json.dumps(body)))}"
+    resp = requests.post(f"{gateway.url}{HALF}:predict", data=json.dumps(body),
+                         headers={"X-Request-ID": request_id}, timeout=TIMEOUT)
+    assert resp.status_code == 400
+    gateway.process.wait_until(
+        lambda: any(line["request_id"] == request_id for line in gateway.access_log()),
+        10, "logging the request")
+    (line,) = [line for line in gateway.access_log() if line["request_id"] == request_id]
+    assert not any(" Predict " in call for call in line["upstream"]), line["upstream"]
 
 
 def test_a_body_that_is_not_json_gets_rapidjsons_text(front_doors):
