@@ -3,8 +3,9 @@
 Behaviour follows tensorflow_model_server's REST API (util/json_tensor.cc,
 http_rest_api_handler.cc): row (`instances`) and columnar (`inputs`) predict bodies,
 `{"b64": ...}` strings, `_bytes` outputs, `predictions`/`outputs`/`results` keys, and TF Serving's
-error texts. Unlike TF Serving, inputs are checked against the signature's dtypes *and shapes*
-before anything is sent to a backend, and every message names the input it is about.
+error texts. As in TF Serving, JSON is converted with the signature's dtypes and a signature's
+declared shapes never gate a request (TF1-era exports often declare shapes their graphs do not
+enforce); `shape_hint` says which inputs disagree with them, for when the backend refuses one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from google.protobuf import json_format
 
 from gateway.dtypes import DT_STRING, CodecError, ValueProblem, dtype_info, quote
 from gateway.examples import fill_example
+from gateway.json_parse import parse_json
 from gateway.json_to_tensor import dense_shape, flatten, is_b64_object, make_tensor
 from gateway.proto import (
     classification_pb2,
@@ -41,6 +43,8 @@ __all__ = [
     "encode_regress_response",
     "metadata_to_json",
     "parse_json",
+    "shape_hint",
+    "signature_name_of",
     "signatures_from_metadata",
     "status_to_json",
 ]
@@ -77,24 +81,6 @@ class PredictCall:
 
 
 # --- JSON text ---------------------------------------------------------------------------------
-
-def parse_json(raw: bytes) -> object:
-    """Parse a request body. NaN/Infinity/-Infinity are accepted (as in TF Serving); nesting is
-    bounded by the interpreter's recursion limit and reported as a parse error, never a crash."""
-    if not raw or raw.isspace():
-        raise CodecError("JSON Parse error: The document is empty")
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise CodecError(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from None
-    except UnicodeDecodeError as exc:
-        raise CodecError(f"JSON Parse error: Invalid encoding in string. at offset: {exc.start}") \
-            from None
-    except RecursionError:
-        raise CodecError("JSON Parse error: nesting too deep") from None
-    except ValueError as exc:  # e.g. an integer with more digits than Python converts
-        raise CodecError(f"JSON Parse error: {exc}") from None
-
 
 def dumps(obj: object) -> bytes:
     """Response JSON. Non-finite floats are written as NaN/Infinity/-Infinity, like TF Serving.
@@ -147,6 +133,12 @@ def _require_object(body: object) -> dict:
     return body
 
 
+def signature_name_of(body: object) -> str:
+    """The signature a predict/classify/regress body names ("serving_default" if none), after
+    TF Serving's first two checks: the body is an object, its `signature_name` a string."""
+    return _signature_name(_require_object(body))
+
+
 def decode_predict_body(body: object, signatures: Mapping[str, Signature]) -> PredictCall:
     """A parsed predict body -> typed input tensors for the chosen signature (TF Serving rules)."""
     body = _require_object(body)
@@ -162,8 +154,8 @@ def decode_predict_body(body: object, signatures: Mapping[str, Signature]) -> Pr
         raise CodecError(f"JSON Value: {quote(body)} Not formatted correctly expecting only one of "
                          "'inputs' or 'instances' keys to exist ")
     if has_instances:
-        rows = _rows_by_input(body["instances"], body, specs)
-        inputs = {key: _batch(key, rows[key], specs[key]) for key in specs}
+        rows, named = _rows_by_input(body["instances"], body, specs)
+        inputs = {key: _batch(key, rows[key], specs[key], named) for key in specs}
     elif has_inputs:
         values = _values_by_input(body["inputs"], specs)
         inputs = {key: _columnar(key, values[key], specs[key]) for key in specs}
@@ -182,11 +174,7 @@ def _values_by_input(value: object, specs: dict[str, TensorSpec]) -> dict[str, o
     for name in specs:
         if name not in value:
             raise CodecError(f"Missing named input: {name} in 'inputs' object.")
-    # TF Serving ignores extra names here; a typo then fails late or not at all, so refuse it.
-    for name in value:
-        if name not in specs:
-            raise CodecError(f"Input: {name} is not an input of the signature; its inputs are: "
-                             f"{','.join(sorted(specs))}")
+    # Names the signature lacks are ignored, as TF Serving ignores them.
     return value
 
 
@@ -195,8 +183,7 @@ def _columnar(name: str, value: object, spec: TensorSpec) -> tensor_pb2.TensorPr
         shape = dense_shape(value)
         tensor = make_tensor(flatten(value, shape), shape, dtype_info(spec.dtype))
     except ValueProblem as problem:
-        raise CodecError(f"{problem.message} (input: {name})", problem.status) from None
-    _check_signature_shape(spec, shape)
+        raise CodecError(problem.message, problem.status) from None
     return tensor
 
 
@@ -204,8 +191,10 @@ def _is_element_object(value: object) -> bool:
     return isinstance(value, dict) and not is_b64_object(value)
 
 
-def _rows_by_input(instances: object, body: dict, specs: dict[str, TensorSpec]) -> dict:
-    """Row `instances`: per input, the list of its per-instance values."""
+def _rows_by_input(instances: object, body: dict,
+                   specs: dict[str, TensorSpec]) -> tuple[dict[str, list], bool]:
+    """Row `instances`: per input, the list of its per-instance values; and whether the
+    instances were objects naming their inputs."""
     if not isinstance(instances, list):
         raise CodecError(f"JSON Value: {quote(body)} Excepting 'instances' to be an list/array")
     if not instances:
@@ -219,7 +208,7 @@ def _rows_by_input(instances: object, body: dict, specs: dict[str, TensorSpec]) 
             if _is_element_object(element):
                 raise CodecError(f"Expecting value/list but got object at item {index} of input "
                                  "list")
-        return {next(iter(specs)): instances}
+        return {next(iter(specs)): instances}, False
     rows: dict[str, list] = {name: [] for name in specs}
     for index, element in enumerate(instances):
         if not _is_element_object(element):
@@ -234,11 +223,12 @@ def _rows_by_input(instances: object, body: dict, specs: dict[str, TensorSpec]) 
             raise CodecError(f"Failed to process element: {index} of 'instances' list. JSON "
                              f"object: {quote(element)} keys must be equal to: "
                              f"{','.join(sorted(specs))}")
-    return rows
+    return rows, True
 
 
-def _batch(name: str, rows: list, spec: TensorSpec) -> tensor_pb2.TensorProto:
-    """Stack one input's per-instance values into a [len(rows), ...] tensor.
+def _batch(name: str, rows: list, spec: TensorSpec, named: bool) -> tensor_pb2.TensorProto:
+    """Stack one input's per-instance values into a [len(rows), ...] tensor. TF Serving's
+    message names the input (`key: <name>`) only when the instances were objects.
 
     Fast path: the rows as one nested list (dense only if every row has the first row's shape).
     Any problem is then re-diagnosed row by row for TF Serving's per-element message."""
@@ -248,9 +238,9 @@ def _batch(name: str, rows: list, spec: TensorSpec) -> tensor_pb2.TensorProto:
     except ValueProblem as problem:
         # Rows fine one by one but not together can only mean the batch is nested too deep.
         index, problem = _first_bad_row(rows, spec) or (0, problem)
-        raise CodecError(f"Failed to process element: {index} key: {name} of 'instances' list. "
+        where = f"{index} key: {name}" if named else f"{index}"
+        raise CodecError(f"Failed to process element: {where} of 'instances' list. "
                          f"Error: INVALID_ARGUMENT: {problem.message}", problem.status) from None
-    _check_signature_shape(spec, shape)
     return tensor
 
 
@@ -277,16 +267,26 @@ def _shape_text(shape) -> str:
     return "[" + ",".join(str(s) for s in shape) + "]"
 
 
-def _check_signature_shape(spec: TensorSpec, shape: list[int]) -> None:
-    """Stricter than TF Serving (which leaves this to the model at run time): a tensor whose rank
-    or a known dimension disagrees with the signature is refused before any backend call."""
-    want = spec.shape
-    if want is None or (len(shape) == len(want)
-                        and all(w == -1 or w == g for w, g in zip(want, shape, strict=True))):
-        return
-    raise CodecError(f"Input: {spec.name} has shape {_shape_text(shape)} but the signature "
-                     f"expects shape {_shape_text(want)} (-1 = any size) of dtype "
-                     f"{dtype_info(spec.dtype).name}")
+def _fits(declared: tuple[int, ...] | None, shape: list[int]) -> bool:
+    return declared is None or (len(shape) == len(declared) and all(
+        d == -1 or d == s for d, s in zip(declared, shape, strict=True)))
+
+
+def shape_hint(signature: Signature, inputs: Mapping[str, tensor_pb2.TensorProto]) -> str | None:
+    """Which inputs were sent with a shape the signature does not declare, or None if all fit.
+
+    Never a reason to refuse a request (TF Serving runs whatever the graph accepts); it is what a
+    client needs when the backend does refuse one, since a TF runtime message names graph nodes."""
+    parts = []
+    for name in sorted(inputs):
+        spec = signature.inputs.get(name)
+        shape = [d.size for d in inputs[name].tensor_shape.dim]
+        if spec is not None and not _fits(spec.shape, shape):
+            parts.append(f"input {name} was sent with shape {_shape_text(shape)}, the signature "
+                         f"declares {_shape_text(spec.shape)}")
+    if not parts:
+        return None
+    return "; ".join(parts) + " (-1 = any size)"
 
 
 def encode_predict_response(outputs: Mapping[str, tensor_pb2.TensorProto],

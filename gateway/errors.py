@@ -43,13 +43,15 @@ def http_status_for(code: grpc.StatusCode | None) -> int:
 
 
 class GatewayError(Exception):
-    """Base of every error the gateway answers on purpose; `status` is the HTTP status."""
+    """Base of every error the gateway answers on purpose; `status` is the HTTP status and
+    `extra` holds members rendered beside `error` (TF Serving clients read only `error`)."""
 
     status = 500
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.extra: dict[str, str] = {}
 
 
 class BadRequest(GatewayError):
@@ -129,13 +131,13 @@ def json_error(status: int, message: str, **extra: object) -> Response:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(GatewayError)
     def _gateway_error(err: GatewayError) -> Response:
-        response = json_error(err.status, err.message)
+        response = json_error(err.status, err.message, **err.extra)
         response.headers.update(getattr(err, "headers", {}))
         return response
 
     @app.errorhandler(CodecError)
     def _codec_error(err: CodecError) -> Response:
-        return json_error(getattr(err, "status", 400), str(err.args[0] if err.args else err))
+        return json_error(err.status, err.message)
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(_err: RequestEntityTooLarge) -> Response:

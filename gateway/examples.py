@@ -47,10 +47,7 @@ def _feature_value(name: str, value: object) -> tuple[str, object]:
         return "float_list", _float_feature(value)
     if isinstance(value, str):
         return "bytes_list", value.encode("utf-8", "surrogatepass")
-    try:
-        return "bytes_list", decode_b64(value)
-    except ValueProblem as problem:
-        raise ValueProblem(f"{problem.message} (feature: {name})") from None
+    return "bytes_list", decode_b64(value)
 
 
 def _float_feature(value: int | float) -> float:

@@ -1,14 +1,19 @@
 """TF Serving's REST methods over gRPC: one function per method, JSON in, JSON-ready dict out.
 
-Input is checked against the model's signature (cached per worker, see upstream.py) before any
-Predict call, so a wrong input name, dtype or shape is a 400 naming the input, not a backend error.
+JSON is converted with the dtypes of the model's signature (cached per worker, see upstream.py),
+as TF Serving converts it; malformed JSON is a 400 before any backend call. Shapes are the model's
+business, as in TF Serving: when the backend refuses a request, its status and text come back, with
+a `hint` naming any input whose shape the signature does not declare.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import grpc
+
 from gateway import codec
+from gateway.errors import UpstreamError
 from gateway.proto import classification_pb2, get_model_status_pb2, predict_pb2, regression_pb2
 from gateway.upstream import CachedSignatures, Deadline, ModelRef, Upstream
 
@@ -26,7 +31,14 @@ def predict(upstream: Upstream, model: ModelRef, raw: bytes, deadline: Deadline)
     request = predict_pb2.PredictRequest(
         model_spec=model.spec(call.signature_name), inputs=call.inputs
     )
-    response = upstream.call("Predict", request, model.name, deadline)
+    try:
+        response = upstream.call("Predict", request, model.name, deadline)
+    except UpstreamError as err:
+        if err.code == grpc.StatusCode.INVALID_ARGUMENT:
+            hint = codec.shape_hint(cached.signatures[call.signature_name], call.inputs)
+            if hint is not None:
+                err.extra["hint"] = hint
+        raise
     upstream.observe_version(model, response.model_spec.version.value)
     return codec.encode_predict_response(response.outputs, call.row_format)
 

@@ -24,7 +24,6 @@ from gateway.errors import GRPC_TO_HTTP
 from modelserver import rest_json
 from modelserver.errors import ServingError, invalid_argument
 from modelserver.inference import Inference
-from modelserver.servable import DEFAULT_SIGNATURE
 
 log = logging.getLogger("modelserver.rest")
 
@@ -92,34 +91,26 @@ class RestApi:
 
     def _post(self, api: str, spec: model_pb2.ModelSpec, raw: bytes) -> str:
         body = rest_json.parse_json(raw)
-        if not isinstance(body, dict):
-            raise invalid_argument(f"JSON Value: {raw.decode('utf-8', 'replace')} Is not object")
-        signature = body.get("signature_name", "")
-        if not isinstance(signature, str):
-            raise invalid_argument(
-                f"JSON Value: {json.dumps(signature)} not formatted correctly. 'signature_name' "
-                "key must be a string value."
-            )
-        spec.signature_name = signature
+        spec.signature_name = rest_json.signature_name(body)
         if api == "predict":
             return self._predict(spec, body)
         return self._examples(api, spec, body)
 
     def _predict(self, spec: model_pb2.ModelSpec, body: dict) -> str:
         name, version = self.core.resolve_spec(spec)
-        signature_name = spec.signature_name or DEFAULT_SIGNATURE
+        signature_name = spec.signature_name
         with self.core.manager.acquire(name, version) as servable:
             signature = servable.signatures.get(signature_name)
             if signature is None:
                 raise invalid_argument(
                     f'Serving signature name: "{signature_name}" not found in signature def'
                 )
-            arrays, row_format = rest_json.decode_predict(body, signature.inputs)
+            arrays, row_format = rest_json.decode_predict(body, signature_name, signature.inputs)
             outputs = self.core.run_predict(servable, signature_name, arrays)
         return rest_json.encode_predict(outputs, row_format)
 
     def _examples(self, api: str, spec: model_pb2.ModelSpec, body: dict) -> str:
-        model_input = examples_input(body)
+        model_input = rest_json.examples_input(body, api)
         if api == "classify":
             request = classification_pb2.ClassificationRequest(model_spec=spec, input=model_input)
             return rest_json.encode_classify(self.core.classify(request).result)
@@ -156,66 +147,6 @@ class RestApi:
             {"model_spec": model_spec, "metadata": {"signature_def": as_dict(signatures)}},
             indent=1,
         )
-
-
-def examples_input(body: dict):
-    """A classify/regress body as tensorflow.serving.Input (json_tensor.cc)."""
-    from tensorflow_serving.apis import input_pb2
-
-    if "examples" not in body:
-        raise invalid_argument(
-            f"JSON Value: {json.dumps(body)} When method is classify, key 'examples' is "
-            "expected and was not found"
-        )
-    examples = body["examples"]
-    if not isinstance(examples, list):
-        raise invalid_argument(
-            f"JSON Value: {json.dumps(examples)} Excepting 'examples' to be an list/array"
-        )
-    model_input = input_pb2.Input()
-    if "context" in body:
-        target = model_input.example_list_with_context
-        _fill_example(body["context"], target.context)
-    else:
-        target = model_input.example_list
-    for item in examples:
-        _fill_example(item, target.examples.add())
-    return model_input
-
-
-def _fill_example(obj: object, example) -> None:
-    import base64
-
-    if not isinstance(obj, dict):
-        raise invalid_argument(f"JSON Value: {json.dumps(obj)} Is not object")
-    for name, value in obj.items():
-        values = value if isinstance(value, list) else [value]
-        feature = example.features.feature[name]
-        kind = None
-        for item in values:
-            if isinstance(item, bool) or isinstance(item, int):
-                this, converted = "int64", int(item)
-            elif isinstance(item, float):
-                this, converted = "float", item
-            elif isinstance(item, str):
-                this, converted = "bytes", item.encode("utf-8")
-            elif isinstance(item, dict) and list(item) == ["b64"]:
-                this, converted = "bytes", base64.b64decode(item["b64"])
-            else:
-                raise invalid_argument(
-                    f"Unsupported JSON value for feature: {name}: {json.dumps(item)}"
-                )
-            if kind is not None and this != kind:
-                raise invalid_argument(
-                    f"Unexpected element type in feature: {name} expecting type: {kind}"
-                )
-            kind = this
-            if this == "int64":
-                feature.int64_list.value.append(converted)
-            elif this == "float":
-                feature.float_list.value.append(converted)
-            else:
-                feature.bytes_list.value.append(converted)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -129,7 +129,6 @@ def test_b64_in_and_bytes_out(gateway, modelserver, digit_images):
         (f"{HALF}:predict", {"x": [1.0]}, 400, "Missing 'inputs' or 'instances' key"),
         (f"{HALF}:predict", {"instances": []}, 400, "No values in 'instances' array"),
         (f"{DIGITS}:predict", {"inputs": {"pixels": [[[0.0] * 8] * 8]}}, 400, "images"),
-        (f"{DIGITS}:predict", {"instances": [[[0.0] * 7] * 8]}, 400, "images"),
         (f"{DIGITS}:predict", {"instances": [[[0.0] * 8] * 8], "signature_name": "x"}, 400,
          'Serving signature name: "x" not found in signature def'),
         (f"{HALF}:regress", {"signature_name": "regress_x_to_y"}, 400, "'examples' is expected"),
@@ -147,6 +146,19 @@ def test_client_errors(gateway, path, body, status, message):
     assert resp.headers["Content-Type"] == "application/json"
     assert message in resp.json()["error"]
     assert set(resp.json()) == {"error"}
+
+
+def test_a_shape_the_model_refuses_passes_through_with_a_hint(gateway, modelserver):
+    body = {"instances": [[[0.0] * 7] * 8]}  # digits takes 8x8 images
+    ours = post(gateway.url, f"{DIGITS}:predict", body)
+    theirs = post(backend_rest(modelserver), f"{DIGITS}:predict", body)
+    assert theirs.status_code == 400 and "Reshape" in theirs.json()["error"]
+    assert ours.status_code == theirs.status_code
+    assert ours.json() == {
+        "error": theirs.json()["error"],
+        "hint": "input images was sent with shape [1,8,7], the signature declares [-1,8,8] "
+                "(-1 = any size)",
+    }
 
 
 def test_get_without_model_name(gateway):

@@ -1,0 +1,272 @@
+"""TF Serving's own test models, answered as TF Serving documents them, by both front doors.
+
+The SavedModels are TF Serving's (../shared/testdata/tfserving, copied unchanged from
+tensorflow_serving/servables/tensorflow/testdata). One model server serves them, one gateway
+fronts it over gRPC, and every request below goes to both: the status, body and error text must be
+the same from each, and must be what TF Serving's documentation and tests say:
+
+- README.md: the `half_plus_two` quick start (`saved_model_half_plus_two_cpu`);
+- g3doc/api_rest.md: the unknown-model error;
+- model_servers/http_rest_api_handler_test.cc: predict, regress, classify and status pairs, the
+  request errors and the malformed paths (its model computes the same 0.5·x + 2 at version 123);
+- model_servers/tensorflow_model_server_test.py: the REST tests on saved_model_half_plus_two_cpu;
+- servables/tensorflow/testdata/half_plus_two_model_metadata.json: the metadata of this model.
+
+Where TF Serving's tests check a substring of an error, so does this file; the two front doors
+must still agree on the whole text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.fixtures.gateway import start_gateway
+from tests.fixtures.modelserver import start_modelserver
+
+REPO = Path(__file__).resolve().parents[2]
+TESTDATA = Path(os.environ.get("TFSTACK_TFSERVING_TESTDATA")
+                or REPO.parent / "shared" / "testdata" / "tfserving")
+# Served under the names TF Serving's README and tests use for them.
+MODELS = {
+    "half_plus_two": "saved_model_half_plus_two_cpu",
+    "half_plus_two_tf2": "saved_model_half_plus_two_tf2_cpu",
+}
+HALF = "/v1/models/half_plus_two"
+TF2 = "/v1/models/half_plus_two_tf2"
+TIMEOUT = 30
+
+
+@pytest.fixture(scope="module")
+def tfserving_models_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    missing = [folder for folder in MODELS.values() if not (TESTDATA / folder).is_dir()]
+    if missing:
+        pytest.fail(f"TF Serving's test models are missing from {TESTDATA}: {missing} (CI keeps "
+                    "../shared beside the clone; elsewhere set TFSTACK_TFSERVING_TESTDATA)",
+                    pytrace=False)
+    entries = "".join(
+        f'  config {{ name: "{name}" base_path: "{TESTDATA / folder}" '
+        'model_platform: "tensorflow" }\n'
+        for name, folder in MODELS.items()
+    )
+    path = tmp_path_factory.mktemp("tfserving_testdata") / "models.config"
+    path.write_text(f"model_config_list {{\n{entries}}}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tfserving_gateway(tfserving_models_config, tmp_path_factory):
+    """A model server on TF Serving's test models and a gateway in front of it."""
+    run_dir = tmp_path_factory.mktemp("tfserving_servers")
+    modelserver = start_modelserver(run_dir, tfserving_models_config)
+    try:
+        gateway = start_gateway(run_dir, [modelserver.grpc_target])
+    except BaseException:
+        modelserver.stop()
+        raise
+    yield modelserver, gateway
+    gateway.stop()
+    modelserver.stop()
+
+
+@pytest.fixture(scope="module")
+def front_doors(tfserving_gateway) -> dict:
+    """{"model server": its REST URL, "gateway": the gateway's URL}."""
+    modelserver, gateway = tfserving_gateway
+    return {"model server": modelserver.rest_url, "gateway": gateway.url}
+
+
+def ask_both(front_doors: dict, method: str, path: str, body: object) -> dict:
+    """{front door: (status, parsed JSON body)}; every answer must be JSON, as TF Serving's are."""
+    data = body if body is None or isinstance(body, str) else json.dumps(body)
+    answers = {}
+    for name, base in front_doors.items():
+        resp = requests.request(method, base + path, data=data, timeout=TIMEOUT)
+        assert resp.headers["Content-Type"].startswith("application/json"), (name, resp.text)
+        answers[name] = (resp.status_code, resp.json())
+    return answers
+
+
+def status_of(version: str = "123") -> dict:
+    return {"model_version_status": [{"version": version, "state": "AVAILABLE",
+                                      "status": {"error_code": "OK", "error_message": ""}}]}
+
+
+# (method, path, body, status, whole JSON answer TF Serving documents)
+ANSWERS = [
+    # README quick start: the signature declares x as [-1,1]; TF Serving does not gate on that.
+    ("POST", f"{HALF}:predict", {"instances": [1.0, 2.0, 5.0]}, 200,
+     {"predictions": [2.5, 3.0, 4.5]}),
+    # http_rest_api_handler_test.cc, Predict / Regress / Classify / GetStatus
+    ("POST", f"{HALF}:predict", {"instances": [[1.0, 2.0], [3.0, 4.0]]}, 200,
+     {"predictions": [[2.5, 3.0], [3.5, 4.0]]}),
+    ("POST", f"{HALF}/versions/123:predict", {"instances": [1.0, 2.0]}, 200,
+     {"predictions": [2.5, 3.0]}),
+    ("POST", f"{HALF}/versions/123:predict",
+     {"signature_name": "serving_default", "instances": [3.0, 4.0]}, 200,
+     {"predictions": [3.5, 4.0]}),
+    ("POST", f"{HALF}/versions/123:predict",
+     {"signature_name": "serving_default", "inputs": [3.0, 4.0]}, 200, {"outputs": [3.5, 4.0]}),
+    ("POST", f"{HALF}:regress", {"signature_name": "regress_x_to_y", "examples": [{"x": 80.0}]},
+     200, {"results": [42]}),
+    ("POST", f"{HALF}/versions/123:regress",
+     {"signature_name": "regress_x_to_y", "examples": [{"x": 80.0}]}, 200, {"results": [42]}),
+    ("POST", f"{HALF}:classify", {"signature_name": "classify_x_to_y", "examples": [{"x": 20.0}]},
+     200, {"results": [[["", 12]]]}),
+    ("POST", f"{HALF}/versions/123:classify",
+     {"signature_name": "classify_x_to_y", "examples": [{"x": 10.0}]}, 200,
+     {"results": [[["", 7]]]}),
+    ("GET", HALF, None, 200, status_of()),
+    ("GET", f"{HALF}/versions/123", None, 200, status_of()),
+    # tensorflow_model_server_test.py, testClassifyREST ... testGetStatusREST
+    ("POST", f"{HALF}:classify", {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]},
+     200, {"results": [[["", 3.0]]]}),
+    ("POST", f"{HALF}:regress", {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]},
+     200, {"results": [3.0]}),
+    ("POST", f"{HALF}:predict", {"instances": [2.0, 3.0, 4.0]}, 200,
+     {"predictions": [3.0, 3.5, 4.0]}),
+    ("POST", f"{HALF}:predict", {"inputs": [2.0, 3.0, 4.0]}, 200, {"outputs": [3.0, 3.5, 4.0]}),
+    # api_rest.md, "Errors"
+    ("POST", "/v1/models/half:predict", {"instances": [1.0, 2.0, 5.0]}, 404,
+     {"error": "Servable not found for request: Latest(half)"}),
+    # the same function exported from TF2 (its serving_default declares x as [1])
+    ("POST", f"{TF2}:predict", {"instances": [1.0, 2.0, 5.0]}, 200,
+     {"predictions": [2.5, 3.0, 4.5]}),
+    ("POST", f"{TF2}:regress", {"signature_name": "regress_x_to_y", "examples": [{"x": 80.0}]},
+     200, {"results": [42]}),
+    ("POST", f"{TF2}:classify", {"signature_name": "classify_x_to_y", "examples": [{"x": 20.0}]},
+     200, {"results": [[["", 12]]]}),
+    ("GET", TF2, None, 200, status_of()),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "expected"), ANSWERS)
+def test_documented_answers(front_doors, method, path, body, status, expected):
+    answers = ask_both(front_doors, method, path, body)
+    assert answers["gateway"] == answers["model server"]
+    assert answers["gateway"] == (status, expected)
+
+
+# (method, path, body, status, what TF Serving's tests find in the error)
+ERRORS = [
+    # http_rest_api_handler_test.cc, PredictRequestErrors and PredictModelNameVersionErrors
+    ("POST", f"{HALF}:predict", "", 400, "JSON Parse error: The document is empty"),
+    ("POST", f"{HALF}:predict", "instances = [1, 2]", 400, "JSON Parse error: Invalid value"),
+    ("POST", f"{HALF}:predict", {"instances": ["x", "y"]}, 400, "not of expected type: float"),
+    ("POST", f"{HALF}/labels/nonexistent:predict", {"instances": ["x", "y"]}, 400,
+     "Unrecognized servable version label"),
+    ("POST", f"{HALF}:predict", {"signature_name": 100}, 400,
+     "'signature_name' key must be a string value."),
+    ("POST", "/v1/models/foo:predict", {"instances": [1]}, 404, "Servable not found"),
+    ("POST", "/v1/models/foo/versions/50:predict", {"instances": [1]}, 404, "Servable not found"),
+    ("POST", f"{HALF}99:predict", {"instances": [1]}, 404, "Servable not found"),
+    # http_rest_api_handler_test.cc, UnsupportedApiCalls
+    ("GET", "/v1/foo", None, 400, "Malformed request"),
+    ("POST", "/v1/foo", "", 400, "Malformed request"),
+    ("GET", "/v1/models", None, 400, "Missing model name"),
+    ("POST", "/v1/models", "", 400, "Malformed request"),
+    ("GET", "/v1/models/foo:predict", None, 400, "Malformed request"),
+    ("GET", "/v1/models/foo/version/50:predict", None, 400, "Malformed request"),
+    ("POST", "/v1/models/foo/version/50:regress", "", 400, "Malformed request"),
+    ("POST", "/v1/models/foo/versions/HELLO:regress", "", 400, "Malformed request"),
+    ("POST", f"/v1/models/foo/versions/{2**64 - 1}:regress", "", 400,
+     "Failed to convert version"),
+    ("POST", "/v1/models/foo/metadata", "", 400, "Malformed request"),
+    ("POST", "/v1/models/foo/label/some_label:regress", "", 400, "Malformed request"),
+    ("POST", "/v1/models/foo/versions/50/labels/some_label:regress", "", 400,
+     "Malformed request"),
+    ("POST", "/v1/models/foo/versions/some_label:regress", "", 400, "Malformed request"),
+    # util/json_tensor.cc's messages for ragged and mixed-type bodies: refused before the model.
+    ("POST", f"{HALF}:predict", {"instances": [[1.0], [2.0, 3.0]]}, 400,
+     "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: Expecting "
+     "tensor size: 1 but got: 2"),
+    ("POST", f"{HALF}:predict", {"instances": [1.0, "a"]}, 400,
+     "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: JSON Value: "
+     '"a" Type: String is not of expected type: float'),
+    ("POST", f"{HALF}:predict", {"inputs": [[1.0], 2.0]}, 400,
+     "JSON Value: 2.0 found at incorrect level: 2 in the JSON DOM. Expected at level: 2"),
+    ("POST", f"{TF2}:predict", "{\"instances\": [1.0,", 400, "JSON Parse error: Invalid value"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "text"), ERRORS)
+def test_documented_errors(front_doors, method, path, body, status, text):
+    answers = ask_both(front_doors, method, path, body)
+    assert answers["gateway"] == answers["model server"]
+    got_status, got_body = answers["gateway"]
+    assert got_status == status
+    assert set(got_body) == {"error"} and text in got_body["error"]
+
+
+@pytest.mark.parametrize("body", [{"instances": [[1.0], [2.0, 3.0]]}, {"instances": [1.0, "a"]}])
+def test_ragged_or_mixed_bodies_never_reach_the_backend(tfserving_gateway, body):
+    _, gateway = tfserving_gateway
+    request_id = f"ragged-{abs(hash(json.dumps(body)))}"
+    resp = requests.post(f"{gateway.url}{HALF}:predict", data=json.dumps(body),
+                         headers={"X-Request-ID": request_id}, timeout=TIMEOUT)
+    assert resp.status_code == 400
+    gateway.process.wait_until(
+        lambda: any(line["request_id"] == request_id for line in gateway.access_log()),
+        10, "logging the request")
+    (line,) = [line for line in gateway.access_log() if line["request_id"] == request_id]
+    assert not any(" Predict " in call for call in line["upstream"]), line["upstream"]
+
+
+def test_a_body_that_is_not_json_gets_rapidjsons_text(front_doors):
+    answers = ask_both(front_doors, "POST", f"{HALF}:predict", "not json")
+    assert answers["gateway"] == answers["model server"] == (
+        400, {"error": "JSON Parse error: Invalid value. at offset: 0"})
+
+
+def tensor_info(name: str, dtype: str, dims: list[int] | None) -> dict:
+    """TensorInfo as TF Serving's metadata JSON writes it (None: unknown rank)."""
+    shape = {"dim": [{"size": str(d), "name": ""} for d in dims or []],
+             "unknown_rank": dims is None}
+    return {"name": name, "dtype": dtype, "tensor_shape": shape}
+
+
+def signature(method: str, inputs: dict, outputs: dict) -> dict:
+    # "defaults" is SignatureDef's newest field; TF Serving prints it empty like any unset map.
+    return {"inputs": inputs, "outputs": outputs, "method_name": f"tensorflow/serving/{method}",
+            "defaults": {}}
+
+
+def test_metadata_is_tf_servings(front_doors):
+    """half_plus_two_model_metadata.json's content, for this model under this name."""
+    examples = {"inputs": tensor_info("tf_example:0", "DT_STRING", None)}
+    column = [-1, 1]
+    expected = {
+        "model_spec": {"name": "half_plus_two", "signature_name": "", "version": "123"},
+        "metadata": {"signature_def": {"signature_def": {
+            "serving_default": signature("predict", {"x": tensor_info("x:0", "DT_FLOAT", column)},
+                                         {"y": tensor_info("y:0", "DT_FLOAT", column)}),
+            "classify_x_to_y": signature("classify", examples,
+                                         {"scores": tensor_info("y:0", "DT_FLOAT", column)}),
+            "regress_x_to_y": signature("regress", examples,
+                                        {"outputs": tensor_info("y:0", "DT_FLOAT", column)}),
+            "regress_x_to_y2": signature("regress", examples,
+                                         {"outputs": tensor_info("y2:0", "DT_FLOAT", column)}),
+            "regress_x2_to_y3": signature(
+                "regress", {"inputs": tensor_info("x2:0", "DT_FLOAT", column)},
+                {"outputs": tensor_info("y3:0", "DT_FLOAT", column)}),
+        }}},
+    }
+    answers = ask_both(front_doors, "GET", f"{HALF}/metadata", None)
+    assert answers["gateway"] == answers["model server"] == (200, expected)
+
+
+def test_tf2_metadata_is_the_same_from_both(front_doors):
+    """The TF2 export's signatures carry `defaults` tensors: every TensorProto field is listed."""
+    answers = ask_both(front_doors, "GET", f"{TF2}/metadata", None)
+    assert answers["gateway"] == answers["model server"]
+    status, body = answers["gateway"]
+    assert status == 200
+    signatures = body["metadata"]["signature_def"]["signature_def"]
+    assert signatures["serving_default"]["inputs"]["x"]["tensor_shape"]["dim"] == [
+        {"size": "1", "name": ""}]
+    default_x = signatures["serving_default"]["defaults"]["x"]
+    assert default_x["resource_handle_val"] == [] and default_x["variant_val"] == []
