@@ -1,9 +1,11 @@
 """`tfstack up`: the whole stack on one machine.
 
-It starts the local TF-Serving-compatible model server on the example models and the gateway under
-gunicorn, both on loopback, waits until both are ready, prints where they are and a `curl` that
-works, and on Ctrl-C or SIGTERM stops everything it started (each child runs in its own process
-group, so gunicorn's workers go too).
+It starts the local TF-Serving-compatible model server and the gateway under gunicorn, both on
+loopback. The model server serves the example models (`make models`), every model in a folder in
+TF Serving's layout (`--models DIR`), or a TF Serving model config file (`--model-config FILE`).
+It waits until both are ready, prints where they are and a `curl` that works, and on Ctrl-C or
+SIGTERM stops everything it started (each child runs in its own process group, so gunicorn's
+workers go too).
 """
 
 from __future__ import annotations
@@ -14,11 +16,29 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import quote
 
+from model_repo import validate
+from model_repo.config import ConfigError
+from tfstack import repo
 from tfstack.procs import ManagedProcess, http_status, port_open
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text}")
+    return value
 
 
 def add_arguments(up: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -26,15 +46,67 @@ def add_arguments(up: argparse.ArgumentParser) -> argparse.ArgumentParser:
     up.add_argument("--gateway-port", type=int, default=8080)
     up.add_argument("--grpc-port", type=int, default=8500, help="model server gRPC port")
     up.add_argument("--rest-port", type=int, default=8501, help="model server REST port")
-    up.add_argument(
+    what = up.add_mutually_exclusive_group()
+    what.add_argument(
+        "--models",
+        type=Path,
+        metavar="DIR",
+        help="serve every model in DIR, laid out as TF Serving wants: DIR/NAME/VERSION/"
+        "saved_model.pb (what `tfstack export` writes); each model's latest version",
+    )
+    what.add_argument(
+        "--model-config",
+        type=Path,
+        metavar="FILE",
+        help="serve the models a TF Serving model config file (model_config_list) lists",
+    )
+    what.add_argument(
         "--models-root",
         type=Path,
         default=REPO / "model_repo" / "models",
-        help="built example models (`make models` builds them)",
+        help="where the example models are built (the default: `make models` builds them)",
+    )
+    up.add_argument(
+        "--label",
+        type=repo.parse_label,
+        action="append",
+        default=[],
+        metavar="NAME:LABEL=VERSION",
+        help="with --models: a version label (e.g. churn:canary=2; the version is served too). "
+        "Repeatable",
+    )
+    up.add_argument(
+        "--all-versions", action="store_true", help="with --models: serve every version found"
+    )
+    up.add_argument(
+        "--path-map",
+        type=validate._path_map,  # noqa: SLF001 (the validator's own FROM=TO parser)
+        action="append",
+        default=[],
+        metavar="FROM=TO",
+        help="with --model-config: read base paths under FROM (e.g. /models, as a container sees "
+        "them) from the local folder TO. Repeatable",
     )
     up.add_argument("--run-dir", type=Path, default=REPO / ".run", help="logs and rendered config")
     up.add_argument("--workers", type=int, default=None, help="gateway workers (TFSTACK_WORKERS)")
     up.add_argument("--enable-batching", action="store_true", help="server-side batching")
+    up.add_argument(
+        "--batching-parameters",
+        type=Path,
+        metavar="FILE",
+        help="TF Serving BatchingParameters file (implies --enable-batching; default "
+        "model_repo/batching_parameters.txt)",
+    )
+    up.add_argument(
+        "--max-batch-size",
+        type=_positive,
+        help="batching: largest batch (implies --enable-batching)",
+    )
+    up.add_argument(
+        "--batch-timeout-micros",
+        type=_non_negative,
+        help="batching: longest wait for a batch to fill (implies --enable-batching)",
+    )
     up.add_argument(
         "--with-prometheus",
         action="store_true",
@@ -57,17 +129,42 @@ def _check_ports_free(host: str, ports: dict[str, int]) -> None:
         )
 
 
-def _render_config(models_root: Path, run_dir: Path) -> Path:
+def _render_config(args: argparse.Namespace) -> repo.Served:
+    """Write the model config the model server reads into the run folder; check it first."""
+    dest = args.run_dir / "models.config"
+    if args.label and not args.models:
+        raise repo.RepoError(
+            "--label goes with --models (a config file has its own version_labels)"
+        )
+    if args.path_map and not args.model_config:
+        raise repo.RepoError("--path-map goes with --model-config")
+    if args.models:
+        config = repo.folder_config(args.models, args.label, args.all_versions)
+        return repo.write_checked(config, dest, f"tfstack up --models {args.models}")
+    if args.model_config:
+        repo.check_config_file(args.model_config, args.path_map)
+        config = repo.mapped_config(args.model_config, args.path_map)
+        return repo.write_checked(config, dest, f"tfstack up --model-config {args.model_config}")
     from model_repo.config import render_local_config
 
-    if not models_root.is_dir() or not any(models_root.iterdir()):
-        raise SystemExit(f"tfstack up: no models in {models_root}; run `make models` first")
-    config = run_dir / "models.config"
-    config.write_text(render_local_config(models_root))
-    return config
+    root = args.models_root.resolve()
+    if not root.is_dir() or not any(root.iterdir()):
+        raise repo.RepoError(f"no models in {root}; run `make models` first")
+    dest.write_text(render_local_config(root))
+    return repo.Served(dest, {"half_plus_two": [1]}, examples=True)
 
 
-def _modelserver(args: argparse.Namespace, config: Path) -> ManagedProcess:
+def _batching(args: argparse.Namespace) -> Path | None:
+    overrides = (args.max_batch_size, args.batch_timeout_micros)
+    if not (
+        args.enable_batching or args.batching_parameters or any(v is not None for v in overrides)
+    ):
+        return None
+    base = args.batching_parameters or REPO / "model_repo" / "batching_parameters.txt"
+    return repo.batching_parameters(base, args.run_dir / "batching_parameters.txt", *overrides)
+
+
+def _modelserver(args: argparse.Namespace, config: Path, batching: Path | None) -> ManagedProcess:
     argv = [
         str(VENV_BIN / "python"),
         "-m",
@@ -80,11 +177,8 @@ def _modelserver(args: argparse.Namespace, config: Path) -> ManagedProcess:
         f"--monitoring_config_file={REPO / 'model_repo' / 'monitoring.config'}",
         "--allow_version_labels_for_unavailable_models",
     ]
-    if args.enable_batching:
-        argv += [
-            "--enable_batching",
-            f"--batching_parameters_file={REPO / 'model_repo' / 'batching_parameters.txt'}",
-        ]
+    if batching:
+        argv += ["--enable_batching", f"--batching_parameters_file={batching}"]
     return ManagedProcess("model server", argv, args.run_dir / "modelserver.log", cwd=REPO)
 
 
@@ -122,7 +216,29 @@ def _prometheus(args: argparse.Namespace) -> ManagedProcess:
     )
 
 
-def _banner(args: argparse.Namespace) -> str:
+def _try_lines(gw: str, served: repo.Served) -> str:
+    if served.examples:
+        body = '{"instances": [1.0, 2.0, 5.0]}'
+        return (
+            f"  curl -s -X POST {gw}/v1/models/half_plus_two:predict -d '{body}'\n"
+            f"  curl -s {gw}/v1/models/digits/labels/canary\n"
+            f"  curl -s {gw}/v1/models/digits/metadata"
+        )
+    lines, body = [], '{"instances": [...]}'
+    for name, versions in served.models.items():
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(served.labels.get(name, {}).items()))
+        what = f"version(s) {', '.join(map(str, versions))}" + (
+            f"; labels {labels}" if labels else ""
+        )
+        lines += [
+            f"  {name}: {what}",
+            f"    curl -s {gw}/v1/models/{quote(name)}/metadata",
+            f"    curl -s -X POST {gw}/v1/models/{quote(name)}:predict -d '{body}'",
+        ]
+    return "\n".join(lines)
+
+
+def _banner(args: argparse.Namespace, served: repo.Served) -> str:
     gw = f"http://{args.host}:{args.gateway_port}"
     prometheus = (
         f"  prometheus   http://{args.host}:{args.prometheus_port}   (tfstack's rules and alerts)\n"
@@ -134,12 +250,11 @@ tfstack is up.
   gateway      {gw}   (TF Serving REST API; /healthz /readyz /metrics)
   model server grpc {args.host}:{args.grpc_port}, rest http://{args.host}:{args.rest_port}
                (metrics at /monitoring/prometheus/metrics)
-{prometheus}  logs         {args.run_dir}/gateway.log, {args.run_dir}/modelserver.log
+{prometheus}  config       {served.config_path}
+  logs         {args.run_dir}/gateway.log, {args.run_dir}/modelserver.log
 
 Try it:
-  curl -s -X POST {gw}/v1/models/half_plus_two:predict -d '{{"instances": [1.0, 2.0, 5.0]}}'
-  curl -s {gw}/v1/models/digits/labels/canary
-  curl -s {gw}/v1/models/digits/metadata
+{_try_lines(gw, served)}
 
 Ctrl-C stops everything.
 """
@@ -152,12 +267,18 @@ def run(args: argparse.Namespace) -> int:
         {"gateway": args.gateway_port, "gRPC": args.grpc_port, "REST": args.rest_port}
         | ({"Prometheus": args.prometheus_port} if args.with_prometheus else {}),
     )
-    config = _render_config(args.models_root.resolve(), args.run_dir)
+    try:
+        served = _render_config(args)
+        batching = _batching(args)
+    except (repo.RepoError, ConfigError) as err:
+        print(f"tfstack up: {err}", file=sys.stderr, flush=True)
+        return 2
+    config = served.config_path
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    server, gateway = _modelserver(args, config), _gateway(args)
+    server, gateway = _modelserver(args, config, batching), _gateway(args)
     started: list[ManagedProcess] = []
 
     def ready(proc: ManagedProcess, url: str) -> bool:
@@ -172,7 +293,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         print(f"starting the model server on {config} ...", flush=True)
         started.append(server.start())
-        if not ready(server, f"http://{args.host}:{args.rest_port}/v1/models/half_plus_two"):
+        first = quote(next(iter(served.models)))
+        if not ready(server, f"http://{args.host}:{args.rest_port}/v1/models/{first}"):
             return 0
         print("starting the gateway ...", flush=True)
         started.append(gateway.start())
@@ -181,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
         if args.with_prometheus:
             print("starting Prometheus ...", flush=True)
             started.append(_prometheus(args))
-        print(_banner(args), flush=True)
+        print(_banner(args, served), flush=True)
         while not stop.wait(0.5):
             for proc in started:
                 if not proc.alive():
