@@ -1,7 +1,8 @@
 """tfstack: run the stack on this machine, check a model repository, export a Keras model.
 
 `tfstack up` runs the model server and the gateway on loopback; `tfstack validate` checks a model
-repository and its TF Serving config before `helm install`.
+repository and its TF Serving config before `helm install`; `tfstack export` turns a Keras model
+into a version folder TF Serving loads.
 
 Each subcommand lives in its own module; TensorFlow is imported only by the ones that need it.
 """
@@ -14,7 +15,7 @@ import sys
 
 def _parser() -> argparse.ArgumentParser:
     from model_repo import validate
-    from tfstack import up
+    from tfstack import export, up
 
     parser = argparse.ArgumentParser(prog="tfstack", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -28,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
             description=validate.DESCRIPTION,
         )
     ).set_defaults(run=validate.run)
+    export.add_arguments(
+        sub.add_parser(
+            "export",
+            help="write a Keras model (.keras, .h5) or SavedModel as a version TF Serving loads",
+            description=export.__doc__.splitlines()[0],
+        )
+    ).set_defaults(run=export.run)
     return parser
 
 
