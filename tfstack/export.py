@@ -302,6 +302,18 @@ def request_body(inputs: dict[str, np.ndarray]) -> str:
     return json.dumps({"instances": instances})
 
 
+def response_body(outputs: dict[str, np.ndarray]) -> str:
+    """What TF Serving answers a row-format request: a list per output, or objects per instance."""
+    if len(outputs) == 1:
+        (value,) = outputs.values()
+        return json.dumps({"predictions": _jsonable(value)})
+    rows = len(next(iter(outputs.values())))
+    predictions = [
+        {k: _jsonable(np.asarray(v[i])) for k, v in outputs.items()} for i in range(rows)
+    ]
+    return json.dumps({"predictions": predictions})
+
+
 def describe_signature(signature) -> list[str]:
     from modelserver.tensors import dtype_name
 
@@ -366,7 +378,8 @@ def _export(args: argparse.Namespace) -> int:
         write(source, staging)
         inputs = example(source.inputs)
         signature, got = served_outputs(staging, args.name, version, inputs)
-        worst = compare(got, expected(source, inputs))
+        want = expected(source, inputs)
+        worst = compare(got, want)
         if dest.exists():
             shutil.rmtree(dest)
         staging.rename(dest)
@@ -380,8 +393,6 @@ def _export(args: argparse.Namespace) -> int:
         f"run through it matches the model's own output (largest difference {worst:.2g})"
     )
     print(f"\nserve it:\n  tfstack up --models {args.out}")
-    print(
-        f"  curl -s -X POST http://127.0.0.1:8080/v1/models/{args.name}:predict -d '{body}'",
-        flush=True,
-    )
+    print(f"  curl -s -X POST http://127.0.0.1:8080/v1/models/{args.name}:predict -d '{body}'")
+    print(f"  answers (as the model did here): {response_body(want)}", flush=True)
     return 0

@@ -170,6 +170,10 @@ def test_exported_models_answer_through_the_gateway_as_keras_does(exported, tmp_
                 np.testing.assert_allclose(
                     _flat(answer), _flat(want), rtol=1e-5, atol=1e-6, err_msg=name
                 )
+                printed = re.search(r"answers \(as the model did here\): (.*)$", stdout, re.M)
+                np.testing.assert_allclose(
+                    _flat(answer), _flat(json.loads(printed.group(1))["predictions"]), rtol=1e-5
+                )
         finally:
             gateway.stop()
     finally:
