@@ -136,14 +136,21 @@ def _from_saved_model(path: Path) -> Source:
 def _from_keras(model, description: str) -> Source:
     import tensorflow as tf
 
-    names = _unique([_clean(t.name, "inputs") for t in model.inputs])
-    if len(names) > 1 and any(n.startswith("keras_tensor") for n in names):
-        names = [f"inputs_{i}" for i in range(len(names))]
+    try:
+        keras_inputs = list(model.inputs or ())
+    except AttributeError:  # a subclassed model that was never called on keras.Input
+        keras_inputs = []
+    if not keras_inputs:
+        raise ExportError(
+            f"{description}: the model has no known inputs (a subclassed model?); build it on "
+            "keras.Input(...) (Sequential or functional) so its input names and shapes are known"
+        )
+    names = _unique([_clean(t.name, "inputs") for t in keras_inputs])
     specs = [
         tf.TensorSpec([None, *t.shape[1:]], tf.as_dtype(t.dtype), name=name)
-        for t, name in zip(model.inputs, names, strict=True)
+        for t, name in zip(keras_inputs, names, strict=True)
     ]
-    keras_names = [t.name for t in model.inputs]
+    keras_names = [t.name for t in keras_inputs]
 
     def call(named: dict) -> dict:
         if len(names) == 1:
