@@ -1,7 +1,8 @@
 """Check a model repository and its TF Serving config before `helm install`.
 
-    python -m model_repo.validate CONFIG [--path-map /models=DIR]
-                                  [--batching FILE] [--monitoring FILE]
+    tfstack validate CONFIG [--path-map /models=DIR] [--batching FILE] [--monitoring FILE]
+
+(also `python -m model_repo.validate` and `tfstack-validate-models`, its older name).
 
 Reports every problem as `file:line: message` (parse errors as `file:line:col: message`) and exits
 1, or prints a summary and exits 0. The checks follow what TF Serving itself enforces when it loads
@@ -325,11 +326,8 @@ def _path_map(value: str) -> tuple[str, str]:
     return src, dst
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="tfstack-validate-models",
-        description="Check a TF Serving model config and the model repository it points at.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The validator's arguments, for `tfstack validate` and `tfstack-validate-models` alike."""
     parser.add_argument("config", help="model config file (model_config_list text format)")
     parser.add_argument(
         "--path-map",
@@ -342,8 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batching", help="batching parameters file to check too")
     parser.add_argument("--monitoring", help="monitoring config file to check too")
-    args = parser.parse_args(argv)
+    return parser
 
+
+DESCRIPTION = "Check a TF Serving model config and the model repository it points at."
+
+
+def run(args: argparse.Namespace) -> int:
     checker = Checker(args.config, args.path_map)
     checker.run()
     problems = list(checker.problems)
@@ -361,6 +364,12 @@ def main(argv: list[str] | None = None) -> int:
         if extra:
             print(f"{extra}: OK")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`tfstack-validate-models`, the older name of `tfstack validate`."""
+    parser = argparse.ArgumentParser(prog="tfstack-validate-models", description=DESCRIPTION)
+    return run(add_arguments(parser).parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -44,8 +45,8 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-@pytest.fixture
-def stack(tmp_path, models_root):
+def start_up(tmp_path: Path, *flags: str) -> tuple[ManagedProcess, dict[str, int]]:
+    """`tfstack up FLAGS` on free ports, once it has printed its banner."""
     ports = {name: free_port() for name in ("gateway", "grpc", "rest", "prometheus")}
     argv = [
         sys.executable,
@@ -55,14 +56,24 @@ def stack(tmp_path, models_root):
         f"--gateway-port={ports['gateway']}",
         f"--grpc-port={ports['grpc']}",
         f"--rest-port={ports['rest']}",
-        f"--models-root={models_root}",
-        f"--run-dir={tmp_path / 'run'}",
-        "--workers=2",
-        "--with-prometheus",
         f"--prometheus-port={ports['prometheus']}",
+        f"--run-dir={tmp_path / 'run'}",
+        *flags,
     ]
     proc = ManagedProcess("tfstack up", argv, tmp_path / "up.log", cwd=REPO).start()
-    proc.wait_until(lambda: "tfstack is up." in proc.log_tail(200), 240, "printing its banner")
+    try:
+        proc.wait_until(lambda: "tfstack is up." in proc.log_tail(200), 240, "printing its banner")
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, ports
+
+
+@pytest.fixture
+def stack(tmp_path, models_root):
+    proc, ports = start_up(
+        tmp_path, f"--models-root={models_root}", "--workers=2", "--with-prometheus"
+    )
     yield proc, ports
     proc.stop()
 
@@ -103,3 +114,36 @@ def test_up_serves_the_examples_and_stops_without_orphans(stack, stop_signal):
     while time.monotonic() < deadline and any(_alive(p) for p in children):
         time.sleep(0.1)
     assert not [p for p in children if _alive(p)], "processes outlived tfstack up"
+
+
+@pytest.mark.slow
+def test_up_serves_a_folder_of_models_with_labels_and_batching(tmp_path, models_root):
+    """`tfstack up --models DIR`: a user's folder, not the examples' config; labels and batching
+    from the command line reach the model server."""
+    import shutil
+
+    mine = tmp_path / "my models"
+    shutil.copytree(models_root / "digits", mine / "churn")  # versions 1 and 2
+    proc, ports = start_up(
+        tmp_path, f"--models={mine}", "--label=churn:stable=1", "--max-batch-size=4", "--workers=1"
+    )
+    try:
+        banner = proc.log_tail(200)
+        assert "  churn: version(s) 1, 2; labels stable=1" in banner
+        gateway = f"http://127.0.0.1:{ports['gateway']}"
+        body = json.dumps({"instances": [[[0.0] * 8] * 8]}).encode()
+        for path in ("churn", "churn/labels/stable", "churn/versions/2"):
+            request = urllib.request.Request(f"{gateway}/v1/models/{path}:predict", data=body)
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                (prediction,) = json.load(resp)["predictions"]
+            assert len(prediction["probabilities"]) == 10, path
+        # The requests went through the batcher, whose parameters came from the command line.
+        metrics_url = f"http://127.0.0.1:{ports['rest']}/monitoring/prometheus/metrics"
+        with urllib.request.urlopen(metrics_url, timeout=10) as resp:
+            metrics = resp.read().decode()
+        processed = r"^:tensorflow:serving:batching_session:processed_batch_size_count\{\} [1-9]"
+        assert re.search(processed, metrics, re.M), "no batch ran"
+        batching = (tmp_path / "run" / "batching_parameters.txt").read_text()
+        assert "max_batch_size {\n  value: 4\n}" in batching
+    finally:
+        proc.stop()

@@ -327,6 +327,21 @@ def test_console_script_is_declared():
     assert scripts["tfstack-validate-models"].value == "model_repo.validate:main"
 
 
+def test_tfstack_validate_is_the_validator_under_the_one_command(models_root, capsys, monkeypatch):
+    from tfstack import cli
+
+    monkeypatch.chdir(REPO)
+    argv = ["model_repo/models.config", "--path-map", f"/models={models_root}"]
+    old_code, old_lines = run_validator(capsys, *argv)
+    code = cli.main(["validate", *argv])
+    assert (code, capsys.readouterr().out.splitlines()) == (old_code, old_lines)
+    assert code == 0 and old_lines[0] == "model_repo/models.config: OK, 3 model(s)"
+
+    code = cli.main(["validate", str(REPO / "model_repo" / "models.config")])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1 and len(lines) == 3 and all("--path-map" in line for line in lines)
+
+
 def test_validator_without_path_map_points_at_the_flag(capsys):
     code, lines = run_validator(capsys, REPO / "model_repo" / "models.config")
     assert code == 1
