@@ -17,7 +17,9 @@ IMAGES_SH = REPO / "ci" / "cluster" / "images.sh"
 
 def project_images() -> list[tuple[str, Path, Path, list[str]]]:
     """(name, Dockerfile, context, listed files) for each image built from this repository."""
-    rows = re.findall(r'^\s*"([a-z-]+)\|[^|]*\|([^|]*)\|([^|]*)\|([^|]*)\|', IMAGES_SH.read_text(), re.M)
+    rows = re.findall(
+        r'^\s*"([a-z-]+)\|[^|]*\|([^|]*)\|([^|]*)\|([^|]*)\|', IMAGES_SH.read_text(), re.M
+    )
     out = []
     for name, dockerfile, context, files in rows:
         if "$" in dockerfile or "$" in context:  # addon images: contexts built outside the repo
