@@ -12,6 +12,7 @@ it does on CI), and the file modes are checked for what any non-root uid needs.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -142,3 +143,32 @@ def test_the_image_runs_as_non_root():
     steps = instructions(DOCKERFILE.read_text())
     users = [args for word, args in steps if word == "USER"]
     assert users and not users[-1].startswith(("0", "root"))
+
+
+def labels(dockerfile: str, build_args: dict[str, str]) -> dict[str, str]:
+    """The image's LABELs after ARG substitution (`--build-arg` values over the defaults)."""
+    args, out = {}, {}
+    for word, rest in instructions(dockerfile):
+        if word == "ARG":
+            name, _, default = rest.partition("=")
+            args[name] = build_args.get(name, shlex.split(default)[0] if default else "")
+        elif word == "LABEL":
+            for pair in shlex.split(rest):
+                key, _, value = pair.partition("=")
+                out[key] = re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], value)
+    return out
+
+
+def test_a_plain_build_labels_the_example_models_and_build_args_relabel_it():
+    """`docker build -f model_repo/Dockerfile model_repo` (ci/kind, images.sh) is the example
+    models image; `tfstack image` names the user's models through TITLE and DESCRIPTION."""
+    text = DOCKERFILE.read_text()
+    plain = labels(text, {})
+    assert plain["org.opencontainers.image.title"] == "tfstack example models"
+    assert plain["org.opencontainers.image.description"] == (
+        "TF Serving SavedModels: half_plus_two, digits (v1, v2), digits_png"
+    )
+    users = labels(
+        text, {"TITLE": "tfstack models", "DESCRIPTION": "TF Serving SavedModels: churn"}
+    )
+    assert users["org.opencontainers.image.description"] == "TF Serving SavedModels: churn"
