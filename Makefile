@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup models run test test-fast lint generate check-generated bench images e2e e2e-up e2e-down e2e-kind clean
+.PHONY: setup models run test test-fast lint generate check-generated bench images models-image e2e e2e-up e2e-down e2e-kind clean
 
 setup:                 ## venv with pinned deps + pinned tools in .tools/
 	@bash ci/setup.sh
@@ -35,6 +35,10 @@ bench: models
 images: setup models   ## gateway + models images built here on a Debian base (root; no Docker needed): docker-archive files
 	@bash ci/cluster/images.sh build gateway models
 	@bash ci/cluster/images.sh list | awk '$$1 == "gateway" || $$1 == "models"'
+
+models-image: setup    ## your models as a models image for the chart: make models-image MODELS=DIR TAG=REF (docker/podman)
+	@[ -n "$(MODELS)" ] && [ -n "$(TAG)" ] || { echo "usage: make models-image MODELS=DIR TAG=REF" >&2; exit 2; }
+	@$(PY) -m tfstack.cli image "$(MODELS)" --tag "$(TAG)"
 
 e2e: setup models      ## real Kubernetes built here: cluster up, the e2e suite, teardown (ci/cluster/)
 	@bash ci/cluster/e2e.sh $(ARGS)

@@ -1,8 +1,9 @@
-"""tfstack: run the stack on this machine, check a model repository, export a Keras model.
+"""tfstack: run the stack locally, check model repositories, export Keras models, build images.
 
 `tfstack up` runs the model server and the gateway on loopback; `tfstack validate` checks a model
 repository and its TF Serving config before `helm install`; `tfstack export` turns a Keras model
-into a version folder TF Serving loads.
+into a version folder TF Serving loads; `tfstack image` builds a folder of models into a models
+image for the Helm chart and prints the chart values that serve it.
 
 Each subcommand lives in its own module; TensorFlow is imported only by the ones that need it.
 """
@@ -15,27 +16,34 @@ import sys
 
 def _parser() -> argparse.ArgumentParser:
     from model_repo import validate
-    from tfstack import export, up
+    from tfstack import export, image, up
 
     parser = argparse.ArgumentParser(prog="tfstack", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    up.add_arguments(
-        sub.add_parser("up", help="run the model server and the gateway locally until Ctrl-C")
-    ).set_defaults(run=up.run)
-    validate.add_arguments(
-        sub.add_parser(
+    verbs = [
+        (up, "up", "run the model server and the gateway locally until Ctrl-C", None),
+        (
+            validate,
             "validate",
-            help="check a TF Serving model config and the models it points at",
-            description=validate.DESCRIPTION,
-        )
-    ).set_defaults(run=validate.run)
-    export.add_arguments(
-        sub.add_parser(
+            "check a TF Serving model config and the models it points at",
+            validate.DESCRIPTION,
+        ),
+        (
+            export,
             "export",
-            help="write a Keras model (.keras, .h5) or SavedModel as a version TF Serving loads",
-            description=export.__doc__.splitlines()[0],
-        )
-    ).set_defaults(run=export.run)
+            "write a Keras model (.keras, .h5) or SavedModel as a version TF Serving loads",
+            export.__doc__.splitlines()[0],
+        ),
+        (
+            image,
+            "image",
+            "build a models image for the Helm chart from a folder of models",
+            image.__doc__.splitlines()[0],
+        ),
+    ]
+    for module, name, summary, description in verbs:
+        parser_ = sub.add_parser(name, help=summary, description=description)
+        module.add_arguments(parser_).set_defaults(run=module.run)
     return parser
 
 

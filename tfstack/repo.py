@@ -63,26 +63,29 @@ def _versions(model_dir: Path) -> list[int]:
     )
 
 
-def scan_models(root: Path) -> dict[str, list[int]]:
-    """Model name -> version numbers of every model under `root`, or RepoError naming the path."""
+def scan_models(root: Path, use: str = "--models") -> dict[str, list[int]]:
+    """Model name -> version numbers of every model under `root`, or RepoError naming the path.
+
+    `use` is how the command that asks takes a folder of models, for the advice in the errors.
+    """
     if not root.is_dir():
         raise RepoError(f"{root}: no such folder")
     if (root / "saved_model.pb").is_file():
         if _VERSION.fullmatch(root.name):
             raise RepoError(
                 f"{root} is version {root.name} of model {root.parent.name!r}, not a folder of "
-                f"models: use --models {root.parent.parent}"
+                f"models: use {use} {root.parent.parent}"
             )
         raise RepoError(
             f"{root} is one SavedModel, not a folder of models: TF Serving wants "
             f"DIR/NAME/VERSION/saved_model.pb (move it to models/{root.name}/1/ and use "
-            f"--models models, or `tfstack export {root} --name NAME --out models`)"
+            f"{use} models, or `tfstack export {root} --name NAME --out models`)"
         )
     own = _versions(root)
     if own:
         raise RepoError(
             f"{root} holds version folders ({', '.join(map(str, own))}) of one model, not models: "
-            f"use --models {root.parent} to serve it as {root.name!r}"
+            f"use {use} {root.parent} to serve it as {root.name!r}"
         )
     models, problems = {}, []
     for child in sorted(root.iterdir()):

@@ -115,3 +115,24 @@ def test_a_model_with_every_setting_defaulted_is_served():
     assert config.name == "my_model"
     assert config.base_path == "/models/my_model"
     assert config.model_version_policy.latest.num_versions == 1
+
+
+def test_the_values_tfstack_image_prints_serve_the_images_models(tmp_path):
+    """`tfstack image` prints these for a folder holding churn (1, 2) and fraud (7): installed as a
+    values file, they copy the models out of that image and serve each model's newest version."""
+    from tfstack.image import chart_values
+
+    values = tmp_path / "my-values.yaml"
+    values.write_text(
+        chart_values(
+            "registry.example.com:5000/team/churn-models", "1.0", {"churn": [1, 2], "fraud": [7]}
+        )
+    )
+    rendered = render("-f", str(values), examples=False)
+    config = served(rendered)
+    assert list(config) == ["churn", "fraud"]
+    assert config["churn"].base_path == "/models/churn"
+    assert config["churn"].model_version_policy.latest.num_versions == 1
+    pod = rendered.deployment("tfserving")["spec"]["template"]["spec"]
+    (copy,) = [c for c in pod["initContainers"] if c["name"] == "copy-models"]
+    assert copy["image"] == "registry.example.com:5000/team/churn-models:1.0"
