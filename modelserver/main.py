@@ -166,6 +166,15 @@ class Server:
         def loader(name, version, path):
             return load_servable(name, version, path, session_config, tags, as_content)
 
+        warmup = None
+        if args.enable_model_warmup:
+            iterations = args.num_request_iterations_for_warmup
+
+            def warmup(servable) -> None:
+                # Replays through the core, which needs the manager: bound at call time, after
+                # both exist (no model loads before load_initial).
+                make_warmup(self.core, iterations)(servable)
+
         self.batcher = BatchScheduler(batching, self.metrics) if batching else None
         self.manager = Manager(
             loader,
@@ -178,14 +187,11 @@ class Server:
                 load_retry_interval_seconds=args.load_retry_interval_micros / 1e6,
             ),
             self.metrics,
+            warmup,
         )
         self.core = Inference(
             self.manager, self.metrics, self.batcher, as_content, args.rest_api_timeout_in_ms
         )
-        if args.enable_model_warmup:
-            self.manager._warmup = make_warmup(  # noqa: SLF001 (core needs the manager first)
-                self.core, args.num_request_iterations_for_warmup
-            )
 
     def _serve(self, monitoring) -> int:
         from modelserver.grpc_services import build_server

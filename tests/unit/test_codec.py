@@ -356,15 +356,16 @@ def test_unknown_dtype_in_signature_is_unimplemented():
     assert err.value.status == 501
 
 
-def test_large_batch_is_fast():
+def test_large_batch_decodes_in_linear_time():
     import time
 
     rows = [[float(i % 17)] * 64 for i in range(5000)]  # 320k floats, ~2 MB of JSON
     raw = json.dumps({"instances": rows}).encode()
     start = time.perf_counter()
     call = decode(raw, sig({"x": (DT.DT_FLOAT, [-1, 64])}))
-    # ~0.2 s here; the bound is loose on purpose (shared CI cores) and still catches any
-    # super-linear path, which would take minutes at this size.
+    # 0.3 s at most here (2 cores, `nice -n 19`, load average near 3); the bound is 50 times that
+    # on purpose (shared CI cores) and still catches any super-linear path, which would take
+    # minutes at this size. The codec's cost per request: docs/benchmarks.md (gateway overhead).
     assert time.perf_counter() - start < 15.0
     assert shape(call.inputs["x"]) == [5000, 64]
     assert len(call.inputs["x"].tensor_content) == 5000 * 64 * 4

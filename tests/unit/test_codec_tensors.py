@@ -111,14 +111,20 @@ def test_float_packing_matches_struct_for_extremes():
 
 # --- bounded work ------------------------------------------------------------------------------
 
-def within(seconds: float, fn, *args):
+# Wall-clock bound on the work below, which takes 0.3 s at most here (2 cores, `nice -n 19`, load
+# average near 3). Only a super-linear path reaches it (minutes at these sizes); 50 times the
+# measured time is headroom a busy CI machine does not use up. The codec's cost per request is
+# measured by the benchmarks (docs/benchmarks.md, gateway overhead), not here.
+LINEAR_TIME_BOUND_S = 15.0
+
+
+def refused_in_linear_time(fn) -> codec.CodecError:
     start = time.perf_counter()
-    try:
-        fn(*args)
-    except codec.CodecError:
-        pass
+    with pytest.raises(codec.CodecError) as err:
+        fn()
     elapsed = time.perf_counter() - start
-    assert elapsed < seconds, f"took {elapsed:.2f}s"
+    assert elapsed < LINEAR_TIME_BOUND_S, f"took {elapsed:.2f}s"
+    return err.value
 
 
 def test_million_leaves_are_flattened_in_linear_time():
@@ -126,7 +132,7 @@ def test_million_leaves_are_flattened_in_linear_time():
     shape = dense_shape(value)
     start = time.perf_counter()
     leaves = flatten(value, shape)
-    assert time.perf_counter() - start < 15.0  # ~0.1 s; loose for shared CI cores
+    assert time.perf_counter() - start < LINEAR_TIME_BOUND_S
     assert shape == [10_000, 100] and len(leaves) == 1_000_000
 
 
@@ -145,9 +151,6 @@ def test_hostile_bodies_are_refused_quickly(raw):
     signatures = {"serving_default": codec.Signature(
         "serving_default", "tensorflow/serving/predict",
         {"x": codec.TensorSpec("x", types_pb2.DT_FLOAT, None)}, {})}
-    # Each takes well under a second here; a super-linear path would take minutes. The bound is
-    # loose so that a busy CI machine does not fail it.
-    within(15.0, lambda: codec.decode_predict_body(codec.parse_json(raw), signatures))
-    with pytest.raises(codec.CodecError) as err:
-        codec.decode_predict_body(codec.parse_json(raw), signatures)
-    assert len(err.value.message) < 1000
+    err = refused_in_linear_time(
+        lambda: codec.decode_predict_body(codec.parse_json(raw), signatures))
+    assert len(err.message) < 1000
