@@ -218,12 +218,25 @@ def test_tuning_flags(everything):
     ("cpu", "threads"),
     [("500m", "1"), ("1", "1"), ("1500m", "2"), ("2.5", "3"), ("4", "4")],
 )
-def test_thread_pools_follow_the_cpu_request(cpu, threads):
+def test_thread_pools_follow_a_cpu_limit(cpu, threads):
+    """A CPU limit is a hard cap: pools sized to the node's cores would be throttled at it
+    (bench/tfserving_threads.py measures more threads than CPUs costing throughput)."""
     f = flags(
-        render("--set-string", f"tfserving.resources.requests.cpu={cpu}").container("tfserving")
+        render("--set-string", f"tfserving.resources.limits.cpu={cpu}").container("tfserving")
     )
     assert f["--tensorflow_intra_op_parallelism"] == threads
     assert f["--tensorflow_inter_op_parallelism"] == threads
+
+
+@pytest.mark.parametrize("cpu", ["500m", "1", "4"])
+def test_without_a_cpu_limit_tf_serving_sizes_its_own_pools(cpu):
+    """A request alone is no cap (the pod may use idle cores): TF Serving auto-configures both
+    pools, as its performance guide advises; a 1-CPU request no longer pins inter-op to 1."""
+    f = flags(
+        render("--set-string", f"tfserving.resources.requests.cpu={cpu}").container("tfserving")
+    )
+    assert "--tensorflow_intra_op_parallelism" not in f
+    assert "--tensorflow_inter_op_parallelism" not in f
 
 
 def test_gpu_profile(gpu, defaults):

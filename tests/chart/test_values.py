@@ -17,8 +17,8 @@ SCHEMA_REJECTIONS = [
         "at '/tfserving/accelerator': value must be one of 'cpu', 'gpu'",
     ),
     (
-        ["--set", "modelSource.type=s3"],
-        "at '/modelSource/type': value must be one of 'image', 'pvc', 'remote'",
+        ["--set", "modelSource.type=hdfs"],
+        "at '/modelSource/type': value must be one of 'image', 'pvc', 's3', 'remote'",
     ),
     (
         ["--set", "gateway.discovery=consul"],
@@ -104,7 +104,7 @@ RENDER_FAILURES = [
     ),
     (
         ["--set", "modelSource.type=remote"],
-        'models.digits.basePath: modelSource.type is "remote", so basePath must be a URI',
+        'models.digits.basePath: modelSource.type is "remote", so basePath must be a gs:// URI',
     ),
     (
         ["--set", "models.digits.basePath=/data/digits"],

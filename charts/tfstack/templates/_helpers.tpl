@@ -113,6 +113,40 @@ that names a host: it has a "." or ":" or is localhost), or prefixes a Docker Hu
 {{- include "tfstack.image" (dict "image" $img "tag" (default .Chart.AppVersion $img.tag) "root" .) }}
 {{- end }}
 
+{{- define "tfstack.s3.image" -}}
+{{- $img := .Values.modelSource.s3.image }}
+{{- include "tfstack.image" (dict "image" $img "tag" $img.tag "root" .) }}
+{{- end }}
+
+{{/*
+The storage initializer's script (modelSource.type s3): one `aws s3 sync` per model, from
+<uri>/<path below mountPath>/ into /model-store/<path>, then a check that a version arrived.
+*/}}
+{{- define "tfstack.s3.script" -}}
+{{- $src := .Values.modelSource }}
+{{- $mount := trimSuffix "/" $src.mountPath }}
+{{- $uri := trimSuffix "/" $src.s3.uri -}}
+{{- with $src.s3.addressingStyle }}
+aws configure set default.s3.addressing_style {{ . }}
+{{- end }}
+fetch() {
+  echo "tfstack fetch-models: $1 -> $2"
+  aws s3 sync --only-show-errors --no-progress {{ with $src.s3.endpoint }}--endpoint-url {{ . | quote }} {{ end }}"$1" "$2"
+  for version in "$2"/*/saved_model.pb; do
+    if [ -e "$version" ]; then return 0; fi
+  done
+  echo "tfstack fetch-models: no <version>/saved_model.pb under $1 (TF Serving's layout is <model>/<version>/saved_model.pb; check modelSource.s3.uri)" >&2
+  exit 1
+}
+{{- range $name, $m := .Values.models }}
+{{- if not (kindIs "invalid" $m) }}
+{{- $path := trimPrefix (printf "%s/" $mount) (include "tfstack.model.basePath" (list $ $name (default dict $m))) }}
+fetch {{ printf "%s/%s/" $uri $path | squote }} {{ printf "/model-store/%s" $path | squote }}
+{{- end }}
+{{- end }}
+echo "tfstack fetch-models: done"
+{{- end }}
+
 {{- define "tfstack.tests.image" -}}
 {{- $img := .Values.tests.image }}
 {{- if $img.repository }}
@@ -151,6 +185,15 @@ Empty when no CPU request is set.
 {{- $cpu = toString $res.limits.cpu }}
 {{- end }}
 {{- if $cpu }}
+{{- include "tfstack.cpuCeil" $cpu }}
+{{- end }}
+{{- end }}
+
+{{/*
+A CPU quantity as whole CPUs, rounded up, at least 1 ("500m" -> 1, "1.5" -> 2, 4 -> 4).
+*/}}
+{{- define "tfstack.cpuCeil" -}}
+{{- $cpu := toString . }}
 {{- $cores := 0.0 }}
 {{- if hasSuffix "m" $cpu }}
 {{- $cores = divf (float64 (trimSuffix "m" $cpu)) 1000 }}
@@ -159,17 +202,21 @@ Empty when no CPU request is set.
 {{- end }}
 {{- max 1 (int (ceil $cores)) }}
 {{- end }}
-{{- end }}
 
 {{/*
-A thread count from values: null -> derived from the CPU request, a number -> itself.
+A thread count from values: a number -> itself; null -> the CPU limit rounded up when TF Serving
+has one (TF would size the pool to the node's cores and be throttled at the limit), else empty:
+the flag is not passed and TF Serving auto-configures it, as its performance guide advises.
 Call with (list $ value).
 */}}
 {{- define "tfstack.tfserving.threads" -}}
 {{- $ctx := index . 0 }}
 {{- $v := index . 1 }}
 {{- if kindIs "invalid" $v }}
-{{- include "tfstack.tfserving.cpuCores" $ctx }}
+{{- $res := fromYaml (include "tfstack.tfserving.resources" $ctx) }}
+{{- if and $res.limits (hasKey $res.limits "cpu") }}
+{{- include "tfstack.cpuCeil" $res.limits.cpu }}
+{{- end }}
 {{- else }}
 {{- int $v }}
 {{- end }}
@@ -265,14 +312,20 @@ Render-time checks: invalid combinations fail `helm install` with what to change
 {{- end }}
 {{- end }}
 {{- if eq $src.type "remote" }}
-{{- if not (and $m.basePath (contains "://" $m.basePath)) }}
-{{- fail (printf "models.%s.basePath: modelSource.type is \"remote\", so basePath must be a URI TF Serving reads itself (e.g. gs://bucket/%s), got %q" $name $name (toString $m.basePath)) }}
+{{- if and $m.basePath (regexMatch "^(s3|s3a|hdfs|az|https?)://" $m.basePath) }}
+{{- fail (printf "models.%s.basePath: %q: the tensorflow/serving image does not read this kind of URI itself (only gs:// since 2.7). For S3 or an S3-compatible store set modelSource.type: s3 and modelSource.s3.uri; otherwise use a pvc or image source" $name $m.basePath) }}
+{{- end }}
+{{- if not (and $m.basePath (hasPrefix "gs://" $m.basePath)) }}
+{{- fail (printf "models.%s.basePath: modelSource.type is \"remote\", so basePath must be a gs:// URI TF Serving reads itself (e.g. gs://bucket/%s), got %q" $name $name (toString $m.basePath)) }}
 {{- end }}
 {{- else }}
 {{- if and $m.basePath (not (hasPrefix (printf "%s/" (trimSuffix "/" $src.mountPath)) $m.basePath)) }}
 {{- fail (printf "models.%s.basePath: %q is outside modelSource.mountPath (%s), where the %s source puts the models. Use %s/%s, or set modelSource.type: remote for a URI" $name $m.basePath $src.mountPath $src.type $src.mountPath $name) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- if and (eq $src.type "s3") (not $src.s3.uri) }}
+{{- fail "modelSource.s3.uri: modelSource.type is \"s3\" but no bucket is named. Set modelSource.s3.uri to s3://bucket/prefix, the folder that holds <model>/<version>/saved_model.pb" }}
 {{- end }}
 {{- if and (eq $src.type "pvc") (not $src.pvc.claimName) }}
 {{- fail "modelSource.pvc.claimName: modelSource.type is \"pvc\" but no claim is named. Set modelSource.pvc.claimName to an existing PersistentVolumeClaim" }}
