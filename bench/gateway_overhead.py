@@ -101,15 +101,19 @@ def start_gunicorn(run: Path, name: str, app: str, grpc_port: int) -> tuple[Mana
 
 
 def group_pids(master: int) -> list[int]:
-    pids = [master]
+    """`master` and every process below it (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                pids.append(int(entry))
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    pids, todo = [], [master]
+    while todo:
+        pids.append(todo.pop())
+        todo.extend(children.get(pids[-1], []))
     return pids
 
 

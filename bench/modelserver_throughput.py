@@ -27,6 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench.docsection import publish
 from tfstack.procs import ManagedProcess, free_port, http_status
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,9 +87,33 @@ def run_wrk(url: str, script: Path, connections: int, duration: float) -> dict:
     }
 
 
-def start_modelserver(tmp: Path, models_root: Path, batching: bool) -> tuple[ManagedProcess, str]:
+def measure_interleaved(
+    targets: dict[str, tuple[str, Path]], concurrency: tuple[int, ...], runs: int, duration: float
+) -> dict[tuple[str, int], list[dict]]:
+    """wrk on every (target, concurrency) `runs` times, interleaved so that drift in the
+    machine's load spreads over all targets; target label -> (URL, wrk script)."""
+    results: dict[tuple[str, int], list[dict]] = {}
+    for run in range(runs):
+        for label, (url, script) in targets.items():
+            for c in concurrency:
+                result = run_wrk(url, script, c, duration)
+                results.setdefault((label, c), []).append(result)
+                print(f"run {run + 1}: {label} c={c} {result}", flush=True)
+    return results
+
+
+def start_modelserver(
+    tmp: Path,
+    models_root: Path,
+    batching: bool,
+    extra: tuple[str, ...] = (),
+    prefix: tuple[str, ...] = (),
+    name: str = "",
+) -> tuple[ManagedProcess, str]:
+    """The model server on `digits` (`prefix`: e.g. a `taskset` command line; `extra`: flags)."""
     port = free_port()
     argv = [
+        *prefix,
         sys.executable,
         "-m",
         "modelserver",
@@ -98,35 +123,35 @@ def start_modelserver(tmp: Path, models_root: Path, batching: bool) -> tuple[Man
         "--model_name=digits",
         f"--model_base_path={models_root / 'digits'}",
         f"--monitoring_config_file={REPO / 'model_repo' / 'monitoring.config'}",
+        *extra,
     ]
     if batching:
         argv += [
             "--enable_batching",
             f"--batching_parameters_file={REPO / 'model_repo' / 'batching_parameters.txt'}",
         ]
-    name = "modelserver-batching" if batching else "modelserver"
+    name = name or ("modelserver-batching" if batching else "modelserver")
     proc = ManagedProcess(name, argv, tmp / f"{name}.log", cwd=REPO).start()
     base = f"http://127.0.0.1:{port}"
     proc.wait_http(f"{base}/v1/models/digits", timeout=300)
     return proc, base
 
 
-def start_flask(tmp: Path, models_root: Path, workers: int) -> tuple[ManagedProcess, str]:
+def start_gunicorn_app(
+    tmp: Path, name: str, app: str, env: dict[str, str], workers: int
+) -> tuple[ManagedProcess, str]:
+    """A WSGI app under gunicorn's sync workers on a free loopback port; not waited for."""
     port = free_port()
-    env = dict(os.environ, BENCH_MODEL_DIR=str(models_root / "digits" / "2"))
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    argv = [
-        gunicorn,
-        "-w",
-        str(workers),
-        "-b",
-        f"127.0.0.1:{port}",
-        "--timeout",
-        "120",
-        "bench.modelserver_flask_app:create_app()",
-    ]
-    proc = ManagedProcess("flask", argv, tmp / "flask.log", env=env, cwd=REPO).start()
-    base = f"http://127.0.0.1:{port}"
+    argv = [gunicorn, "-w", str(workers), "-b", f"127.0.0.1:{port}", "--timeout", "120", app]
+    proc = ManagedProcess(name, argv, tmp / f"{name}.log", env=env, cwd=REPO).start()
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_flask(tmp: Path, models_root: Path, workers: int) -> tuple[ManagedProcess, str]:
+    env = dict(os.environ, BENCH_MODEL_DIR=str(models_root / "digits" / "2"))
+    app = "bench.modelserver_flask_app:create_app()"
+    proc, base = start_gunicorn_app(tmp, "flask", app, env, workers)
     # Ready once a worker answers a real prediction (each worker loads the model itself).
     proc.wait_until(lambda: _post_ok(f"{base}/v1/models/digits:predict"), 300, "predicting")
     return proc, base
@@ -190,24 +215,23 @@ def main(argv: list[str] | None = None) -> int:
             procs.append(proc)
             targets[label] = f"{base}/v1/models/digits:predict"
             print(f"started {label} at {base}", flush=True)
-        results: dict[tuple[str, int], list[dict]] = {}
         for url in targets.values():
             for c in CONCURRENCY:
                 run_wrk(url, script, c, args.warmup)
-        for run in range(args.runs):
-            for label, url in targets.items():
-                for c in CONCURRENCY:
-                    result = run_wrk(url, script, c, args.duration)
-                    results.setdefault((label, c), []).append(result)
-                    print(f"run {run + 1}: {label:30s} c={c:<3d} {result}", flush=True)
+        plan = {label: (url, script) for label, url in targets.items()}
+        results = measure_interleaved(plan, CONCURRENCY, args.runs, args.duration)
         batch = mean_batch_size(targets["modelserver, batching on"].split("/v1/")[0])
     finally:
         for proc in reversed(procs):
             proc.stop()
-    report = render(results, args, batch)
-    print(report)
-    if not args.no_docs:
-        write_section(report)
+    publish(
+        render(results, args, batch),
+        DOC,
+        BEGIN,
+        END,
+        "Model server: predict throughput",
+        write=not args.no_docs,
+    )
     return 0
 
 
@@ -239,16 +263,6 @@ def render(results, args, batch: float | None) -> str:
     if batch is not None:
         lines += ["", f"Mean processed batch size with batching on (whole run): {batch:.1f}."]
     return "\n".join(lines)
-
-
-def write_section(report: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    section = f"{BEGIN}\n{report}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n## Model server: predict throughput\n\n" + section + "\n"
-    DOC.write_text(text)
 
 
 if __name__ == "__main__":
