@@ -9,7 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-PINS=(awscli==1.46.2 botocore==1.44.8 boto3==1.44.8 "moto[server]==5.2.5")
+# moto's S3 extra and the server's own two dependencies, not moto[server] (every AWS service's
+# dependencies: ~480 MB and minutes to install, against ~300 MB and under a minute).
+PINS=(awscli==1.46.2 botocore==1.44.8 boto3==1.44.8 "moto[s3]==5.2.5" Flask==3.1.3 flask-cors==6.0.5 Werkzeug==3.1.9)
 venv=.tools/s3
 stamp="$venv/.pins"
 want="${PINS[*]}"
