@@ -16,11 +16,12 @@ from logging import Logger
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
-from gateway import accesslog, codec, metrics, routing, service
+from gateway import accesslog, metrics, routing, service
 from gateway.admission import Admission, default_max_inflight
 from gateway.errors import BadTimeoutHeader, MissingOrigin, Overloaded, register_error_handlers
 from gateway.settings import Settings, load_settings
 from gateway.upstream import CALLS, Deadline, Upstream
+from tfstack.protocol import codec
 
 REQUEST_ID_HEADER = "X-Request-ID"
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"

@@ -12,7 +12,7 @@ import grpc
 from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from gateway.codec import CodecError, dumps
+from tfstack.protocol.codec import CodecError, dumps
 
 log = logging.getLogger("tfstack.gateway")
 

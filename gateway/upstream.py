@@ -17,20 +17,21 @@ from typing import Any
 
 import grpc
 
-from gateway import codec, metrics
+from gateway import metrics
 from gateway.balancing import Endpoint, EndpointPool, NoEndpoint
 from gateway.discovery import Discovery, DiscoveryConfig
 from gateway.errors import DeadlineExceeded, NoBackend, UpstreamError
 from gateway.health import HealthTracker, Prober
-from gateway.proto import (
+from gateway.readiness import ReadinessCheck
+from gateway.retry import RETRY, RetryPolicy
+from gateway.settings import Settings
+from tfstack.protocol import codec
+from tfstack.protocol.proto import (
     get_model_metadata_pb2,
     model_pb2,
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
 )
-from gateway.readiness import ReadinessCheck
-from gateway.retry import RETRY, RetryPolicy
-from gateway.settings import Settings
 
 UNKNOWN_MODEL = "_unknown"  # metrics label for a model the backend has not confirmed
 # (address, rpc, milliseconds) of each backend call the current request made, for the access log.

@@ -16,9 +16,9 @@ import numpy as np
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import input_pb2
 
-from gateway import codec
-from gateway.tensor_to_json import to_array
 from modelserver.errors import ServingError, invalid_argument, unimplemented
+from tfstack.protocol import codec
+from tfstack.protocol.tensor_to_json import to_array
 
 
 def parse_json(body: bytes) -> object:

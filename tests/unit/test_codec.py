@@ -1,7 +1,7 @@
-"""gateway.codec: TF Serving's REST JSON <-> protobuf, as a client of the gateway sees it.
+"""tfstack.protocol.codec: TF Serving's REST JSON <-> protobuf, as a client of the gateway sees it.
 
 Tables of (JSON in -> tensor out) and (bad JSON -> TF Serving's message, naming the input).
-No TensorFlow here: tensors are read back with gateway.tensor_to_json.to_array.
+No TensorFlow here: tensors are read back with tfstack.protocol.tensor_to_json.to_array.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import random
 import numpy as np
 import pytest
 
-from gateway import codec
-from gateway.dtypes import DTYPES
-from gateway.proto import (
+from tfstack.protocol import codec
+from tfstack.protocol.dtypes import DTYPES
+from tfstack.protocol.proto import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -24,7 +24,7 @@ from gateway.proto import (
     tensor_pb2,
     types_pb2,
 )
-from gateway.tensor_to_json import to_array
+from tfstack.protocol.tensor_to_json import to_array
 
 DT = types_pb2
 

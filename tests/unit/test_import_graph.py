@@ -223,7 +223,7 @@ def test_graph_covers_the_installed_packages_and_their_imports():
     assert {"gateway", "modelserver", "model_repo", "tfstack", "observability", "bench"} <= {
         m.split(".")[0] for m in GRAPH.modules
     }
-    assert {"gateway.service", "gateway.codec", "gateway.upstream"} <= reachable(
+    assert {"gateway.service", "tfstack.protocol.codec", "gateway.upstream"} <= reachable(
         GRAPH.edges, ["gateway.app"]
     )
     assert "tensorflow" in GRAPH.external["modelserver.tensors"]  # what the gateway must not reach
