@@ -18,10 +18,11 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 
 from gateway import accesslog, metrics, routing, service
 from gateway.admission import Admission, default_max_inflight
-from gateway.errors import BadTimeoutHeader, MissingOrigin, Overloaded, register_error_handlers
+from gateway.errors import BadTimeoutHeader, Overloaded, register_error_handlers
 from gateway.settings import Settings, load_settings
 from gateway.upstream import CALLS, Deadline, Upstream
 from tfstack.protocol import codec
+from tfstack.protocol.errors import MissingOrigin
 
 REQUEST_ID_HEADER = "X-Request-ID"
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"

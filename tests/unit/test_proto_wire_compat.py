@@ -508,7 +508,7 @@ def test_digits_png_b64_in_and_bytes_out(models_root, loaded):
 
 def test_gateway_codec_and_protos_import_without_tensorflow():
     modules = [f"tfstack.protocol.{name}" for name in (
-        "codec", "dtypes", "json_to_tensor", "tensor_to_json", "examples")] + [
+        "codec", "dtypes", "json_to_tensor", "tensor_to_json", "examples", "routes", "errors")] + [
         f"tfstack.protocol.proto.{p.stem}" for p in sorted(PROTO_DIR.glob("*_pb2*.py"))]
     script = (
         "import importlib, json, sys\n"

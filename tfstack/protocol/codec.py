@@ -14,9 +14,10 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 from google.protobuf import json_format
 
-from tfstack.protocol.dtypes import DT_STRING, CodecError, ValueProblem, dtype_info, quote
+from tfstack.protocol.dtypes import CodecError, ValueProblem, dtype_info, quote
 from tfstack.protocol.examples import fill_example
 from tfstack.protocol.json_parse import parse_json
 from tfstack.protocol.json_to_tensor import dense_shape, flatten, is_b64_object, make_tensor
@@ -39,6 +40,7 @@ __all__ = [
     "decode_predict_body",
     "dumps",
     "encode_classify_response",
+    "encode_predict_arrays",
     "encode_predict_response",
     "encode_regress_response",
     "metadata_to_json",
@@ -292,16 +294,22 @@ def shape_hint(signature: Signature, inputs: Mapping[str, tensor_pb2.TensorProto
 def encode_predict_response(outputs: Mapping[str, tensor_pb2.TensorProto],
                             row_format: bool) -> dict:
     """Predict outputs -> `{"predictions": ...}` (row request) or `{"outputs": ...}` (columnar)."""
-    if not outputs:
-        raise CodecError("Cannot convert empty tensor map to JSON")
-    names = sorted(outputs)
     arrays = {}
-    for name in names:
+    for name in sorted(outputs):
         try:
             arrays[name] = to_array(outputs[name])
         except ValueProblem as problem:
             raise CodecError(f"{problem.message} (output: {name})", problem.status) from None
-    values = {name: to_json_value(arrays[name], _is_bytes(name, outputs[name])) for name in names}
+    return encode_predict_arrays(arrays, row_format)
+
+
+def encode_predict_arrays(arrays: Mapping[str, np.ndarray], row_format: bool) -> dict:
+    """encode_predict_response for outputs already read as numpy arrays (strings: object arrays
+    of bytes, written as `{"b64": ...}` when the output's name ends in `_bytes`)."""
+    if not arrays:
+        raise CodecError("Cannot convert empty tensor map to JSON")
+    names = sorted(arrays)
+    values = {name: to_json_value(arrays[name], name.endswith(_BYTES_SUFFIX)) for name in names}
     if not row_format:
         return {"outputs": values[names[0]] if len(names) == 1 else values}
     batch = None
@@ -315,10 +323,6 @@ def encode_predict_response(outputs: Mapping[str, tensor_pb2.TensorProto],
     if len(names) == 1:
         return {"predictions": values[names[0]]}
     return {"predictions": [{name: values[name][i] for name in names} for i in range(batch)]}
-
-
-def _is_bytes(name: str, tensor: tensor_pb2.TensorProto) -> bool:
-    return tensor.dtype == DT_STRING and name.endswith(_BYTES_SUFFIX)
 
 
 # --- classify / regress ------------------------------------------------------------------------

@@ -12,22 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tfstack.protocol.errors import CodecError
 from tfstack.protocol.proto import types_pb2
 
 # Error messages quote the offending JSON value; a hostile body must not make them huge.
 _MAX_QUOTED_CHARS = 256
-
-
-class CodecError(Exception):
-    """A request or response the codec cannot convert; `status` is the HTTP status to answer
-    (400, or 501 for TF Serving's UNIMPLEMENTED conversions). Raised as
-    `tfstack.protocol.codec.CodecError`.
-    """
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 class ValueProblem(CodecError):

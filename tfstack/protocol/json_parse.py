@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from tfstack.protocol.dtypes import CodecError
+from tfstack.protocol.errors import CodecError
 
 # json.JSONDecodeError.msg (prefix) -> (rapidjson's GetParseError_En text, offset shift).
 # The shift moves Python's position to the byte rapidjson reports.

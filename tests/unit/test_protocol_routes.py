@@ -1,39 +1,45 @@
-"""TF Serving's REST routing and the gRPC → HTTP error table (docs/gateway.md)."""
+"""TF Serving's REST routing and the gRPC → HTTP error table (docs/gateway.md), as both front doors
+use them (tfstack/protocol)."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
 
-from gateway.errors import (
+from tfstack.protocol.errors import (
     GRPC_TO_HTTP,
     BadVersion,
+    CodecError,
     MalformedRequest,
     MissingModelName,
-    UpstreamError,
+    MissingOrigin,
+    ProtocolError,
+    StatusError,
     http_status_for,
 )
-from gateway.routing import Route, is_v1, resolve
-from gateway.upstream import ModelRef
+from tfstack.protocol.routes import Route, is_v1, resolve
 
 
 @pytest.mark.parametrize(
     ("method", "path", "route"),
     [
-        ("POST", "/v1/models/half_plus_two:predict", Route("predict", ModelRef("half_plus_two"))),
-        ("POST", "/v1/models/m/versions/2:predict", Route("predict", ModelRef("m", 2))),
-        ("POST", "/v1/models/m/labels/c:predict", Route("predict", ModelRef("m", None, "c"))),
-        ("POST", "/v1/models/m:classify", Route("classify", ModelRef("m"))),
-        ("POST", "/v1/models/m/versions/1:regress", Route("regress", ModelRef("m", 1))),
-        ("POST", "/V1/MODELS/m:predict", Route("predict", ModelRef("m"))),
-        ("POST", "/v1/models/my%20model:predict", Route("predict", ModelRef("my model"))),
-        ("GET", "/v1/models/m", Route("status", ModelRef("m"))),
-        ("GET", "/v1/models/m/versions/3", Route("status", ModelRef("m", 3))),
-        ("GET", "/v1/models/m/labels/stable", Route("status", ModelRef("m", None, "stable"))),
-        ("GET", "/v1/models/m/metadata", Route("metadata", ModelRef("m"))),
-        ("GET", "/v1/models/m/versions/3/metadata", Route("metadata", ModelRef("m", 3))),
-        ("GET", "/v1/models/m/labels/l/metadata", Route("metadata", ModelRef("m", None, "l"))),
-        ("GET", "/v1/Models/m/Versions/3", Route("status", ModelRef("m", 3))),
+        ("POST", "/v1/models/half_plus_two:predict", Route("predict", "half_plus_two")),
+        ("POST", "/v1/models/m/versions/2:predict", Route("predict", "m", 2)),
+        ("POST", "/v1/models/m/labels/c:predict", Route("predict", "m", None, "c")),
+        ("POST", "/v1/models/m:classify", Route("classify", "m")),
+        ("POST", "/v1/models/m/versions/1:regress", Route("regress", "m", 1)),
+        ("POST", "/V1/MODELS/m:predict", Route("predict", "m")),
+        ("POST", "/v1/models/my%20model:predict", Route("predict", "my model")),
+        ("GET", "/v1/models/m", Route("status", "m")),
+        ("GET", "/v1/models/m/versions/3", Route("status", "m", 3)),
+        ("GET", "/v1/models/m/labels/stable", Route("status", "m", None, "stable")),
+        ("GET", "/v1/models/m/metadata", Route("metadata", "m")),
+        ("GET", "/v1/models/m/versions/3/metadata", Route("metadata", "m", 3)),
+        ("GET", "/v1/models/m/labels/l/metadata", Route("metadata", "m", None, "l")),
+        ("GET", "/v1/Models/m/Versions/3", Route("status", "m", 3)),
+        # Only the exact `metadata` token asks for metadata; TF Serving answers the status here.
+        ("GET", "/v1/models/m/METADATA", Route("status", "m")),
+        ("GET", "/v1/models/m/labels/a%2Fb", Route("status", "m", None, "a/b")),
     ],
 )
 def test_routes(method, path, route):
@@ -55,6 +61,7 @@ def test_routes(method, path, route):
         ("GET", "/v1/models/m/"),
         ("GET", "/v1/anything"),
         ("POST", "/v1/models/m/versions/-1:predict"),
+        ("POST", "/v1/models/m/versions/\u0663:predict"),  # RE2 matches ASCII digits only
     ],
 )
 def test_malformed(method, path):
@@ -107,10 +114,28 @@ def test_is_v1(path, v1):
 )
 def test_grpc_to_http(code, status):
     assert http_status_for(code) == status
-    err = UpstreamError(code, "details")
+    err = StatusError(code, "details")
     assert (err.status, err.message) == (status, "details")
 
 
 def test_table_covers_every_grpc_code():
     assert set(GRPC_TO_HTTP) == set(grpc.StatusCode)
     assert http_status_for(None) == 500
+
+
+@pytest.mark.parametrize(
+    ("err", "status", "code"),
+    [
+        (CodecError("JSON Parse error: Invalid value."), 400, grpc.StatusCode.INVALID_ARGUMENT),
+        (CodecError("Conversion of JSON Value: 1 to type: half", 501), 501,
+         grpc.StatusCode.UNIMPLEMENTED),
+        (MalformedRequest("PUT", "/v1/models/m"), 400, grpc.StatusCode.INVALID_ARGUMENT),
+        (MissingOrigin(), 400, grpc.StatusCode.FAILED_PRECONDITION),
+        (StatusError(grpc.StatusCode.NOT_FOUND, "Servable not found"), 404,
+         grpc.StatusCode.NOT_FOUND),
+    ],
+)  # fmt: skip
+def test_every_protocol_error_carries_its_http_status_and_grpc_code(err, status, code):
+    assert isinstance(err, ProtocolError)
+    assert (err.status, err.code) == (status, code)
+    assert (err.extra, err.headers) == ({}, {})
