@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 from itertools import chain
 
@@ -19,6 +20,10 @@ from tfstack.protocol.proto import tensor_pb2
 # Deeper JSON nesting than this is refused before any work is done on it (TensorFlow's own limit
 # on tensor rank is 254; no served model takes anything near this).
 MAX_RANK = 32
+
+# absl's base64 alphabet and padding characters, and its ascii_isspace.
+_B64 = re.compile(r"([A-Za-z0-9+/]*)([=.]*)")
+_B64_SPACE = re.compile(r"[ \t\n\v\f\r]+")
 
 # TF's IsLosslessDecimal: the largest integers a float / double holds exactly.
 _MAX_EXACT_INT = {"f": (1 << 24) - 1, "d": (1 << 53) - 1}
@@ -75,12 +80,29 @@ def is_b64_object(value: object) -> bool:
 def decode_b64(value: object) -> bytes:
     if not is_b64_object(value):
         raise ValueProblem(f"JSON Value: {quote(value)} not formatted correctly for base64 data")
-    text = value["b64"]
-    try:
-        # absl::Base64Unescape takes the standard alphabet with or without padding.
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueProblem("Unable to base64 decode") from None
+    decoded = b64_unescape(value["b64"])
+    if decoded is None:
+        raise ValueProblem("Unable to base64 decode")
+    return decoded
+
+
+def b64_unescape(text: str) -> bytes | None:
+    """absl::Base64Unescape, which TF Serving decodes `{"b64": ...}` with: the standard alphabet;
+    white space anywhere is skipped; the padding (`=`, or absl's `.`) is either absent or exactly
+    what the length calls for, and only white space may follow it. None if it refuses the text."""
+    if len(text) % 4 == 0:  # the usual, canonical case in one C call
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    match = _B64.fullmatch(_B64_SPACE.sub("", text))
+    if match is None:
+        return None
+    data, padding = match.groups()
+    missing = -len(data) % 4
+    if missing == 3 or (padding and len(padding) != missing):  # 6 bits left over; wrong padding
+        return None
+    return base64.b64decode(data + "=" * missing)
 
 
 def make_tensor(leaves: list, shape: list[int], dtype: DType) -> tensor_pb2.TensorProto:
