@@ -23,7 +23,7 @@ test-fast: setup models
 lint: setup
 	@bash ci/lint.sh
 
-generate: setup        ## regenerate the gateway's gRPC/protobuf code from tfstack/protocol/proto/*.proto
+generate: setup        ## regenerate the protocol's gRPC/protobuf code from tfstack/protocol/proto/*.proto
 	@bash tfstack/protocol/proto/generate.sh
 
 check-generated: setup
