@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from gateway.errors import UpstreamError
-from gateway.upstream import CachedSignatures, Deadline, ModelRef, Upstream
+from gateway.upstream import CachedSignatures, Deadline, Upstream
 from tfstack.protocol import codec
 from tfstack.protocol.proto import (
     classification_pb2,
@@ -21,6 +21,7 @@ from tfstack.protocol.proto import (
     predict_pb2,
     regression_pb2,
 )
+from tfstack.protocol.routes import ModelRef
 
 DEFAULT_SIGNATURE = "serving_default"
 

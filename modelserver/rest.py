@@ -42,8 +42,8 @@ class RestApi:
         model_name, api = "", ""
         try:
             route = routes.resolve(method, path)
-            model_name = route.name
-            spec = self._spec(route)
+            model_name = route.model.name
+            spec = model_pb2.ModelSpec.FromString(route.model.spec().SerializeToString())
             if route.method == "status":
                 text = self._status(spec)
             elif route.method == "metadata":
@@ -58,15 +58,6 @@ class RestApi:
         metrics.request_count.inc(model_name, "OK")
         metrics.request_latency.observe((time.monotonic() - started) * 1e6, model_name, api, "REST")
         return 200, text
-
-    @staticmethod
-    def _spec(route: routes.Route) -> model_pb2.ModelSpec:
-        spec = model_pb2.ModelSpec(name=route.name)
-        if route.version is not None:
-            spec.version.value = route.version
-        if route.label is not None:
-            spec.version_label = route.label
-        return spec
 
     def _post(self, api: str, spec: model_pb2.ModelSpec, raw: bytes) -> str:
         body = rest_json.parse_json(raw)

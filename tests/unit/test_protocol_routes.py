@@ -17,29 +17,29 @@ from tfstack.protocol.errors import (
     StatusError,
     http_status_for,
 )
-from tfstack.protocol.routes import Route, is_v1, resolve
+from tfstack.protocol.routes import ModelRef, Route, is_v1, resolve
 
 
 @pytest.mark.parametrize(
     ("method", "path", "route"),
     [
-        ("POST", "/v1/models/half_plus_two:predict", Route("predict", "half_plus_two")),
-        ("POST", "/v1/models/m/versions/2:predict", Route("predict", "m", 2)),
-        ("POST", "/v1/models/m/labels/c:predict", Route("predict", "m", None, "c")),
-        ("POST", "/v1/models/m:classify", Route("classify", "m")),
-        ("POST", "/v1/models/m/versions/1:regress", Route("regress", "m", 1)),
-        ("POST", "/V1/MODELS/m:predict", Route("predict", "m")),
-        ("POST", "/v1/models/my%20model:predict", Route("predict", "my model")),
-        ("GET", "/v1/models/m", Route("status", "m")),
-        ("GET", "/v1/models/m/versions/3", Route("status", "m", 3)),
-        ("GET", "/v1/models/m/labels/stable", Route("status", "m", None, "stable")),
-        ("GET", "/v1/models/m/metadata", Route("metadata", "m")),
-        ("GET", "/v1/models/m/versions/3/metadata", Route("metadata", "m", 3)),
-        ("GET", "/v1/models/m/labels/l/metadata", Route("metadata", "m", None, "l")),
-        ("GET", "/v1/Models/m/Versions/3", Route("status", "m", 3)),
+        ("POST", "/v1/models/half_plus_two:predict", Route("predict", ModelRef("half_plus_two"))),
+        ("POST", "/v1/models/m/versions/2:predict", Route("predict", ModelRef("m", 2))),
+        ("POST", "/v1/models/m/labels/c:predict", Route("predict", ModelRef("m", None, "c"))),
+        ("POST", "/v1/models/m:classify", Route("classify", ModelRef("m"))),
+        ("POST", "/v1/models/m/versions/1:regress", Route("regress", ModelRef("m", 1))),
+        ("POST", "/V1/MODELS/m:predict", Route("predict", ModelRef("m"))),
+        ("POST", "/v1/models/my%20model:predict", Route("predict", ModelRef("my model"))),
+        ("GET", "/v1/models/m", Route("status", ModelRef("m"))),
+        ("GET", "/v1/models/m/versions/3", Route("status", ModelRef("m", 3))),
+        ("GET", "/v1/models/m/labels/stable", Route("status", ModelRef("m", None, "stable"))),
+        ("GET", "/v1/models/m/metadata", Route("metadata", ModelRef("m"))),
+        ("GET", "/v1/models/m/versions/3/metadata", Route("metadata", ModelRef("m", 3))),
+        ("GET", "/v1/models/m/labels/l/metadata", Route("metadata", ModelRef("m", None, "l"))),
+        ("GET", "/v1/Models/m/Versions/3", Route("status", ModelRef("m", 3))),
         # Only the exact `metadata` token asks for metadata; TF Serving answers the status here.
-        ("GET", "/v1/models/m/METADATA", Route("status", "m")),
-        ("GET", "/v1/models/m/labels/a%2Fb", Route("status", "m", None, "a/b")),
+        ("GET", "/v1/models/m/METADATA", Route("status", ModelRef("m"))),
+        ("GET", "/v1/models/m/labels/a%2Fb", Route("status", ModelRef("m", None, "a/b"))),
     ],
 )
 def test_routes(method, path, route):

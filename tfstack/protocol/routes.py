@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from tfstack.protocol.errors import BadVersion, MalformedRequest, MissingModelName
+from tfstack.protocol.proto import model_pb2
 
 V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 POST = re.compile(
@@ -28,14 +29,26 @@ POST_METHODS = ("predict", "classify", "regress")
 
 
 @dataclass(frozen=True)
-class Route:
-    """A /v1/ request: the API method (predict | classify | regress | status | metadata) and the
-    model as the path names it (a version or a label, never both)."""
+class ModelRef:
+    """A model as a REST path names it: name plus an optional version or label (never both)."""
 
-    method: str
     name: str
     version: int | None = None
     label: str | None = None
+
+    def spec(self, signature_name: str = "") -> model_pb2.ModelSpec:
+        spec = model_pb2.ModelSpec(name=self.name, signature_name=signature_name)
+        if self.version is not None:
+            spec.version.value = self.version
+        elif self.label is not None:
+            spec.version_label = self.label
+        return spec
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str  # predict | classify | regress | status | metadata (the metrics label)
+    model: ModelRef
 
 
 def is_v1(path: str) -> bool:
@@ -62,8 +75,9 @@ def resolve(http_method: str, path: str) -> Route:
 
 def _route(method: str, name: str, version: str | None, label: str | None) -> Route:
     if version is None:
-        return Route(method, unquote(name), None, unquote(label) if label is not None else None)
+        label = unquote(label) if label is not None else None
+        return Route(method, ModelRef(unquote(name), None, label))
     number = int(version)
     if number > INT64_MAX:
         raise BadVersion(version)
-    return Route(method, unquote(name), number, None)
+    return Route(method, ModelRef(unquote(name), number, None))
