@@ -23,11 +23,11 @@ test-fast: setup models
 lint: setup
 	@bash ci/lint.sh
 
-generate: setup        ## regenerate the gateway's gRPC/protobuf code from gateway/proto/*.proto
-	@bash gateway/proto/generate.sh
+generate: setup        ## regenerate the protocol's gRPC/protobuf code from tfstack/protocol/proto/*.proto
+	@bash tfstack/protocol/proto/generate.sh
 
 check-generated: setup
-	@bash gateway/proto/generate.sh --check
+	@bash tfstack/protocol/proto/generate.sh --check
 
 bench: models
 	@$(PY) -m bench.run_all

@@ -164,8 +164,12 @@ def grpc_predict(grpc_port: int, model: str, body: bytes):
     """A callable doing the same Predict over gRPC directly (what a gRPC client would pay)."""
     import grpc
 
-    from gateway import codec
-    from gateway.proto import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+    from tfstack.protocol import codec
+    from tfstack.protocol.proto import (
+        get_model_metadata_pb2,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
 
     stub = prediction_service_pb2_grpc.PredictionServiceStub(
         grpc.insecure_channel(f"127.0.0.1:{grpc_port}")

@@ -140,7 +140,7 @@ class PinnedGrpcTarget:
 
 def predict_request_bytes(model: str, values: Sequence[float], input_name: str = "x") -> bytes:
     """A serialized PredictRequest with one DT_FLOAT vector input (half_plus_two's shape)."""
-    from gateway.proto import predict_pb2, types_pb2
+    from tfstack.protocol.proto import predict_pb2, types_pb2
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model

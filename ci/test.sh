@@ -7,8 +7,8 @@ export PATH="$PWD/.tools/bin:$PWD/.venv/bin:$PATH"
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "generated code is up to date (gateway/proto/generate.sh --check)"
-bash gateway/proto/generate.sh --check
+step "generated code is up to date (tfstack/protocol/proto/generate.sh --check)"
+bash tfstack/protocol/proto/generate.sh --check
 
 step "lint (ci/lint.sh)"
 bash ci/lint.sh

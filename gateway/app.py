@@ -16,11 +16,13 @@ from logging import Logger
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
-from gateway import accesslog, codec, metrics, routing, service
+from gateway import accesslog, metrics, service
 from gateway.admission import Admission, default_max_inflight
-from gateway.errors import BadTimeoutHeader, MissingOrigin, Overloaded, register_error_handlers
+from gateway.errors import BadTimeoutHeader, Overloaded, register_error_handlers
 from gateway.settings import Settings, load_settings
 from gateway.upstream import CALLS, Deadline, Upstream
+from tfstack.protocol import codec, routes
+from tfstack.protocol.errors import MissingOrigin
 
 REQUEST_ID_HEADER = "X-Request-ID"
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
@@ -52,11 +54,11 @@ ops = Blueprint("ops", __name__)
 @tfserving.route("/<path:_path>", methods=_ALL_METHODS, provide_automatic_options=False)
 def v1(_path: str) -> Response:
     path = _raw_path()
-    if not routing.is_v1(path):
+    if not routes.is_v1(path):
         return json_response({"error": "Not Found"}, 404)
     if request.method == "OPTIONS":
         return _cors_preflight()
-    route = routing.resolve(request.method, path)
+    route = routes.resolve(request.method, path)
     g.route = route
     gateway = _gateway()
     deadline = Deadline.start(_timeout_ms(gateway.settings.deadline_ms))

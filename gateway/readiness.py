@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from gateway.proto import get_model_status_pb2, model_pb2
+from tfstack.protocol.proto import get_model_status_pb2, model_pb2
 
 # Asked for when no model is named: any answer, NOT_FOUND included, proves the server serves.
 PROBE_MODEL = "__tfstack_readiness_probe__"

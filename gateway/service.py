@@ -12,10 +12,16 @@ from typing import Any
 
 import grpc
 
-from gateway import codec
 from gateway.errors import UpstreamError
-from gateway.proto import classification_pb2, get_model_status_pb2, predict_pb2, regression_pb2
-from gateway.upstream import CachedSignatures, Deadline, ModelRef, Upstream
+from gateway.upstream import CachedSignatures, Deadline, Upstream
+from tfstack.protocol import codec
+from tfstack.protocol.proto import (
+    classification_pb2,
+    get_model_status_pb2,
+    predict_pb2,
+    regression_pb2,
+)
+from tfstack.protocol.routes import ModelRef
 
 DEFAULT_SIGNATURE = "serving_default"
 

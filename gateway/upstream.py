@@ -17,20 +17,21 @@ from typing import Any
 
 import grpc
 
-from gateway import codec, metrics
+from gateway import metrics
 from gateway.balancing import Endpoint, EndpointPool, NoEndpoint
 from gateway.discovery import Discovery, DiscoveryConfig
 from gateway.errors import DeadlineExceeded, NoBackend, UpstreamError
 from gateway.health import HealthTracker, Prober
-from gateway.proto import (
-    get_model_metadata_pb2,
-    model_pb2,
-    model_service_pb2_grpc,
-    prediction_service_pb2_grpc,
-)
 from gateway.readiness import ReadinessCheck
 from gateway.retry import RETRY, RetryPolicy
 from gateway.settings import Settings
+from tfstack.protocol import codec
+from tfstack.protocol.proto import (
+    get_model_metadata_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
+from tfstack.protocol.routes import ModelRef
 
 UNKNOWN_MODEL = "_unknown"  # metrics label for a model the backend has not confirmed
 # (address, rpc, milliseconds) of each backend call the current request made, for the access log.
@@ -81,23 +82,6 @@ class Deadline:
         if left <= 0:
             raise DeadlineExceeded(self.timeout_ms)
         return left
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A model as a REST path names it: name plus an optional version or label."""
-
-    name: str
-    version: int | None = None
-    label: str | None = None
-
-    def spec(self, signature_name: str = "") -> model_pb2.ModelSpec:
-        spec = model_pb2.ModelSpec(name=self.name, signature_name=signature_name)
-        if self.version is not None:
-            spec.version.value = self.version
-        elif self.label is not None:
-            spec.version_label = self.label
-        return spec
 
 
 @dataclass(frozen=True)

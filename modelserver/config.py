@@ -1,8 +1,9 @@
 """TF Serving's config files: ModelServerConfig, MonitoringConfig and BatchingParameters.
 
 All three are text protos. ModelServerConfig comes from tensorflow-serving-api; the other two are
-not shipped in that package, so their (small, stable) message definitions are declared here in a
-private descriptor pool and parsed with protobuf's own text_format.
+not shipped in that package, so their (small, stable) message definitions come from
+model_repo/protos.py; all three are parsed by model_repo/config.py, the parser `tfstack validate`
+uses, so both read a file the same way.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from model_repo import protos
+from model_repo.config import ConfigError, parse_file
 from modelserver.errors import ServingError, invalid_argument
 
 TENSORFLOW_PLATFORM = "tensorflow"
@@ -27,17 +28,14 @@ class ConfigFileError(Exception):
 
 
 def _parse_text(path: Path, message, type_name: str):
-    text = Path(path).read_text()
+    """Parsed as `tfstack validate` parses it (model_repo/config.py), with TF Serving's text."""
     try:
-        text_format.Parse(text, message)
-    except text_format.ParseError as err:
-        line, column = err.GetLine(), err.GetColumn()
-        detail = re.sub(r"^\d+:\d+ : ", "", str(err))
+        return parse_file(path, message)
+    except ConfigError as err:
         raise ConfigFileError(
-            f"{path}:{line}:{column}: Error parsing text-format {type_name}: {detail}\n"
-            f"INVALID_ARGUMENT: Invalid protobuf file: '{path}'"
+            f"{path}:{err.line}:{err.column}: Error parsing text-format {type_name}: "
+            f"{err.message}\nINVALID_ARGUMENT: Invalid protobuf file: '{path}'"
         ) from None
-    return message
 
 
 def read_model_server_config(path: Path) -> model_server_config_pb2.ModelServerConfig:

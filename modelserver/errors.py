@@ -1,17 +1,18 @@
-"""One error model: a status code (gRPC's numbering, which is TF's) and TF Serving's message."""
+"""One error model: a status code (gRPC's numbering, which is TF's) and TF Serving's message.
+
+ServingError is the protocol's StatusError (tfstack/protocol/errors.py): gRPC aborts with its code,
+REST answers its HTTP status, like every other protocol error (the codec's, the routes').
+"""
 
 from __future__ import annotations
 
 import grpc
 
+from tfstack.protocol.errors import StatusError
 
-class ServingError(Exception):
+
+class ServingError(StatusError):
     """A failed request, carrying the code and message TF Serving would return."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
     @property
     def code_name(self) -> str:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from google.protobuf import json_format
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -20,25 +18,13 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from gateway.errors import GRPC_TO_HTTP
 from modelserver import rest_json
-from modelserver.errors import ServingError, invalid_argument
+from modelserver.errors import invalid_argument
 from modelserver.inference import Inference
+from tfstack.protocol import routes
+from tfstack.protocol.errors import MissingOrigin, ProtocolError
 
 log = logging.getLogger("modelserver.rest")
-
-POST_RE = re.compile(
-    r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:"
-    r"(classify|regress|predict)"
-)
-GET_RE = re.compile(
-    r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:\/(metadata))?"
-)
-V1_RE = re.compile(r"(?i)/v1/.*")
-
-# TF Serving's gRPC -> HTTP mapping is one table, shared with the gateway.
-HTTP_STATUS = GRPC_TO_HTTP
-MAX_INT64 = 2**63 - 1
 
 
 def error_body(message: str) -> str:
@@ -55,39 +41,23 @@ class RestApi:
         started = time.monotonic()
         model_name, api = "", ""
         try:
-            match = POST_RE.fullmatch(path) if method == "POST" else None
-            if match is not None and match.group(4) in ("predict", "classify", "regress"):
-                model_name, api = urllib.parse.unquote(match.group(1)), match.group(4)
-                spec = self._spec(model_name, match.group(2), match.group(3))
-                text = self._post(api, spec, body)
+            route = routes.resolve(method, path)
+            model_name = route.model.name
+            spec = model_pb2.ModelSpec.FromString(route.model.spec().SerializeToString())
+            if route.method == "status":
+                text = self._status(spec)
+            elif route.method == "metadata":
+                text = self._metadata(spec)
             else:
-                match = GET_RE.fullmatch(path) if method == "GET" else None
-                if match is None:
-                    raise invalid_argument(f"Malformed request: {method} {path}")
-                if match.group(1) is None:
-                    raise invalid_argument("Missing model name in request.")
-                model_name = urllib.parse.unquote(match.group(1))
-                spec = self._spec(model_name, match.group(2), match.group(3))
-                text = self._metadata(spec) if match.group(4) else self._status(spec)
-        except ServingError as err:
-            self.core.metrics.request_count.inc(model_name, err.code_name)
-            return HTTP_STATUS.get(err.code, 500), error_body(err.message)
+                api = route.method
+                text = self._post(api, spec, body)
+        except ProtocolError as err:
+            self.core.metrics.request_count.inc(model_name, err.code.name)
+            return err.status, error_body(err.message)
         metrics = self.core.metrics
         metrics.request_count.inc(model_name, "OK")
         metrics.request_latency.observe((time.monotonic() - started) * 1e6, model_name, api, "REST")
         return 200, text
-
-    @staticmethod
-    def _spec(name: str, version: str | None, label: str | None) -> model_pb2.ModelSpec:
-        spec = model_pb2.ModelSpec(name=name)
-        if version is not None:
-            number = int(version)
-            if number > MAX_INT64:
-                raise invalid_argument(f"Failed to convert version: {version} to numeric.")
-            spec.version.value = number
-        if label is not None:
-            spec.version_label = urllib.parse.unquote(label)
-        return spec
 
     def _post(self, api: str, spec: model_pb2.ModelSpec, raw: bytes) -> str:
         body = rest_json.parse_json(raw)
@@ -119,34 +89,13 @@ class RestApi:
 
     def _status(self, spec: model_pb2.ModelSpec) -> str:
         response = self.core.status(get_model_status_pb2.GetModelStatusRequest(model_spec=spec))
-        return json_format.MessageToJson(
-            response,
-            indent=1,
-            always_print_fields_with_no_presence=True,
-            preserving_proto_field_name=True,
-        )
+        return rest_json.encode_status(response)
 
     def _metadata(self, spec: model_pb2.ModelSpec) -> str:
         request = get_model_metadata_pb2.GetModelMetadataRequest(
             model_spec=spec, metadata_field=["signature_def"]
         )
-        response = self.core.metadata(request)
-        signatures = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata["signature_def"].Unpack(signatures)
-
-        def as_dict(message):
-            return json_format.MessageToDict(
-                message,
-                always_print_fields_with_no_presence=True,
-                preserving_proto_field_name=True,
-            )
-
-        model_spec = as_dict(response.model_spec)
-        model_spec.setdefault("signature_name", "")
-        return json.dumps(
-            {"model_spec": model_spec, "metadata": {"signature_def": as_dict(signatures)}},
-            indent=1,
-        )
+        return rest_json.encode_metadata(self.core.metadata(request))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -186,7 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
                 text = self.api.core.metrics.render()
                 self._send(200, text, "text/plain; version=0.0.4")
                 return
-            if not V1_RE.fullmatch(path):
+            if not routes.is_v1(path):
                 self._send(404, "Not Found", "text/plain")
                 return
             if method == "OPTIONS":
@@ -194,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if origin.startswith(("http://", "https://")):
                     self._send(200, "")
                 else:
-                    self._send(400, error_body("Origin header is missing in CORS preflight"))
+                    self._send(400, error_body(MissingOrigin().message))
                 return
             try:
                 status, text = self.api.handle(method, path, body)

@@ -120,6 +120,41 @@ def test_b64_in_and_bytes_out(gateway, modelserver, digit_images):
     )
 
 
+def png_b64_with_two_pad_characters() -> str:
+    """A digit's PNG in base64 whose length leaves one byte over three (`==` padding)."""
+    _, x_test, _, _ = digits_split()
+    for image in x_test:
+        text = base64.b64encode(to_png(image)).decode()
+        if text.endswith("=="):
+            return text
+    raise AssertionError("no digit PNG with a length of 3n+1 bytes")
+
+
+# How TF Serving's absl::Base64Unescape reads {"b64": ...}: both front doors must agree with it.
+B64_FORMS = {
+    "padded": (lambda t: t, 200),
+    "unpadded": (lambda t: t.rstrip("="), 200),
+    "wrapped at 76 columns, as `base64` writes it": (
+        lambda t: "\n".join(t[i:i + 76] for i in range(0, len(t), 76)) + "\n", 200),
+    "padded with dots": (lambda t: t[:-2] + "..", 200),
+    "one pad character short": (lambda t: t[:-1], 400),
+    "data after the padding": (lambda t: t + "AAAA", 400),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("form", B64_FORMS)
+def test_b64_forms_are_read_as_tf_serving_reads_them(gateway, modelserver, form):
+    encode, status = B64_FORMS[form]
+    body = {"instances": [{"b64": encode(png_b64_with_two_pad_characters())}]}
+    answers = [post(base, "/v1/models/digits_png:predict", body)
+               for base in (gateway.url, backend_rest(modelserver))]
+    assert [a.status_code for a in answers] == [status, status], answers[0].text
+    assert answers[0].json() == answers[1].json()
+    if status == 400:
+        assert answers[0].json() == {"error": "Failed to process element: 0 of 'instances' list. "
+                                     "Error: INVALID_ARGUMENT: Unable to base64 decode"}
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "message"),
     [

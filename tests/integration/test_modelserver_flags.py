@@ -96,6 +96,7 @@ def test_exposition_quirks():
 def test_float_formatting(value, text):
     import numpy as np
 
-    from modelserver.rest_json import format_float
+    from modelserver.rest_json import encode_predict
 
-    assert format_float(float(np.float32(value))) == text
+    output = encode_predict({"y": np.array([value], dtype=np.float32)}, row_format=False)
+    assert output == '{"outputs":[' + text + "]}"

@@ -122,6 +122,9 @@ ANSWERS = [
      {"results": [[["", 7]]]}),
     ("GET", HALF, None, 200, status_of()),
     ("GET", f"{HALF}/versions/123", None, 200, status_of()),
+    # http_rest_api_handler.cc: only the exact `metadata` token asks for metadata; the regex
+    # ignores case, so anything else in its place is the status.
+    ("GET", f"{HALF}/METADATA", None, 200, status_of()),
     # tensorflow_model_server_test.py, testClassifyREST ... testGetStatusREST
     ("POST", f"{HALF}:classify", {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]},
      200, {"results": [[["", 3.0]]]}),

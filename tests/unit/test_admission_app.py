@@ -6,10 +6,10 @@ import json
 import threading
 
 from gateway.app import create_app
-from gateway.proto import get_model_status_pb2, predict_pb2, types_pb2
 from gateway.settings import Settings
 from gateway.upstream import Upstream
 from tests.fixtures.gateway import fake_metadata_response
+from tfstack.protocol.proto import get_model_status_pb2, predict_pb2, types_pb2
 
 PREDICT = "/v1/models/m:predict"
 BODY = json.dumps({"instances": [1.0]})

@@ -1,7 +1,7 @@
-"""gateway.codec: TF Serving's REST JSON <-> protobuf, as a client of the gateway sees it.
+"""tfstack.protocol.codec: TF Serving's REST JSON <-> protobuf, as a client of the gateway sees it.
 
 Tables of (JSON in -> tensor out) and (bad JSON -> TF Serving's message, naming the input).
-No TensorFlow here: tensors are read back with gateway.tensor_to_json.to_array.
+No TensorFlow here: tensors are read back with tfstack.protocol.tensor_to_json.to_array.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import random
 import numpy as np
 import pytest
 
-from gateway import codec
-from gateway.dtypes import DTYPES
-from gateway.proto import (
+from tfstack.protocol import codec
+from tfstack.protocol.dtypes import DTYPES
+from tfstack.protocol.proto import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -24,7 +24,7 @@ from gateway.proto import (
     tensor_pb2,
     types_pb2,
 )
-from gateway.tensor_to_json import to_array
+from tfstack.protocol.tensor_to_json import to_array
 
 DT = types_pb2
 
@@ -704,3 +704,40 @@ def test_b64_helpers_round_trip():
                   sig({"x_bytes": (DT.DT_STRING, [])}))
     out = codec.encode_predict_response(call.inputs, row_format=False)
     assert base64.b64decode(out["outputs"]["b64"]) == data
+
+
+# absl::Base64Unescape's rules, which TF Serving decodes {"b64": ...} with (absl/strings/escaping.cc
+# Base64UnescapeInternal): padding optional but exact when present, `.` pads too, white space
+# anywhere is skipped, nothing but white space after the padding, one leftover character refused.
+B64_CASES = [
+    ("aGVsbG8=", b"hello"),
+    ("aGVsbG8", b"hello"),
+    ("aGVsbG8.", b"hello"),
+    ("YQ==", b"a"),
+    ("YQ", b"a"),
+    ("YQ..", b"a"),
+    ("", b""),
+    ("aGVs\nbG8=\n", b"hello"),  # `base64` output, wrapped at 76 columns
+    ("aGVs bG8 =", b"hello"),
+    ("aGVsbA== \r\n", b"hell"),
+    ("YQ=", None),  # one `=` where two are due
+    ("aGVsbG8==", None),
+    ("====", None),
+    ("a", None),  # six bits left over
+    ("aGk=aGk=", None),
+    ("aGVsbA==x", None),
+    ("a-_b", None),  # the web-safe alphabet is another function
+    ("aGk\u00e9", None),
+]
+
+
+@pytest.mark.parametrize(("text", "data"), B64_CASES)
+def test_b64_follows_absl_base64_unescape(text, data):
+    specs = sig({"x": (DT.DT_STRING, None)})
+    if data is None:
+        with pytest.raises(codec.CodecError) as err:
+            decode({"inputs": [{"b64": text}]}, specs)
+        assert (err.value.status, err.value.message) == (400, "Unable to base64 decode")
+    else:
+        call = decode({"inputs": [{"b64": text}]}, specs)
+        assert list(call.inputs["x"].string_val) == [data]

@@ -11,11 +11,16 @@ import time
 import numpy as np
 import pytest
 
-from gateway import codec
-from gateway.dtypes import DTYPES, dtype_info, quote
-from gateway.json_to_tensor import dense_shape, flatten, make_tensor
-from gateway.proto import tensor_pb2, types_pb2
-from gateway.tensor_to_json import _tf_float_text, float32_text_values, to_array, to_json_value
+from tfstack.protocol import codec
+from tfstack.protocol.dtypes import DTYPES, dtype_info, quote
+from tfstack.protocol.json_to_tensor import dense_shape, flatten, make_tensor
+from tfstack.protocol.proto import tensor_pb2, types_pb2
+from tfstack.protocol.tensor_to_json import (
+    _tf_float_text,
+    float32_text_values,
+    to_array,
+    to_json_value,
+)
 
 PACKED = [d for d in DTYPES.values() if d.struct_code]
 

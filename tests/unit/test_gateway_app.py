@@ -8,10 +8,10 @@ import json
 import pytest
 
 from gateway.app import create_app
-from gateway.proto import predict_pb2, types_pb2
 from gateway.settings import Settings
 from gateway.upstream import Upstream
 from tests.fixtures.gateway import fake_metadata_response
+from tfstack.protocol.proto import predict_pb2, types_pb2
 
 
 class FakeUpstream(Upstream):

@@ -13,7 +13,9 @@ Kept here:
 - no import cycles between modules, nor between top-level packages, except the ones listed in
   KNOWN_CYCLES / KNOWN_PACKAGE_CYCLES with the reason they are still there;
 - the gateway never reaches TensorFlow or the model server (docs/architecture.md, decision 1),
-  and reaches only project files its Docker image copies.
+  and reaches only project files its Docker image copies;
+- the model server never reaches the gateway: what they share is TF Serving's protocol, in
+  tfstack/protocol, which reaches neither of them, nor Flask, TensorFlow or any server code.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import ast
 import re
 import shlex
+import sys
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,12 +39,11 @@ KNOWN_CYCLES: dict[frozenset[str], str] = {}
 # The same between top-level packages (an edge when any module of one imports any module of the
 # other). These are the "loose packaging" of issue 11, left for its move to one namespace.
 KNOWN_PACKAGE_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"gateway", "modelserver", "observability", "tfstack"}): (
-        "`tfstack` holds both helpers every program uses (logconfig, procs) and the CLI that uses "
-        "every program: gateway and modelserver import tfstack.logconfig, observability.local "
-        "imports tfstack.procs, while tfstack.up imports observability.local and tfstack.export "
-        "imports modelserver; and modelserver borrows the gateway's codec and status table "
-        "(rest.py, rest_json.py) until the protocol package exists."
+    frozenset({"modelserver", "observability", "tfstack"}): (
+        "`tfstack` holds both what every program uses (logconfig, procs, the protocol package) and "
+        "the CLI that uses every program: modelserver imports tfstack.logconfig and "
+        "tfstack.protocol, observability.local imports tfstack.procs, while tfstack.up imports "
+        "observability.local and tfstack.export imports modelserver."
     ),
     frozenset({"bench", "tests"}): (
         "tests drive load with bench.loadgen; bench.balancing_scaling starts its servers with "
@@ -50,6 +52,10 @@ KNOWN_PACKAGE_CYCLES: dict[frozenset[str], str] = {
 }
 
 TENSORFLOW = ("tensorflow", "tensorflow_serving", "keras", "tf_keras")
+PROTOCOL = "tfstack.protocol"
+# What the protocol package may import besides the standard library: messages, gRPC's status codes
+# and stubs, arrays.
+PROTOCOL_DEPENDENCIES = {"google", "grpc", "numpy"}
 
 
 def project_roots(repo: Path) -> list[str]:
@@ -223,7 +229,7 @@ def test_graph_covers_the_installed_packages_and_their_imports():
     assert {"gateway", "modelserver", "model_repo", "tfstack", "observability", "bench"} <= {
         m.split(".")[0] for m in GRAPH.modules
     }
-    assert {"gateway.service", "gateway.codec", "gateway.upstream"} <= reachable(
+    assert {"gateway.service", "tfstack.protocol.codec", "gateway.upstream"} <= reachable(
         GRAPH.edges, ["gateway.app"]
     )
     assert "tensorflow" in GRAPH.external["modelserver.tensors"]  # what the gateway must not reach
@@ -302,3 +308,34 @@ def test_gateway_reaches_only_project_files_its_image_copies():
     assert not missing, "gateway/Dockerfile does not copy what the gateway imports:\n" + "\n".join(
         missing
     )
+
+
+# --- one protocol package below both programs --------------------------------------------------
+
+
+def in_package(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_the_model_server_never_reaches_the_gateway():
+    modelserver = sorted(m for m in GRAPH.modules if in_package(m, "modelserver"))
+    problems = [
+        " -> ".join(path_between(GRAPH.edges, start, lambda n: in_package(n, "gateway")))
+        for start in modelserver
+    ]
+    assert not any(problems), "modelserver imports the gateway:\n" + "\n".join(
+        p for p in problems if p
+    )
+
+
+def test_the_protocol_package_reaches_only_itself_and_its_few_dependencies():
+    protocol = sorted(m for m in GRAPH.modules if in_package(m, PROTOCOL))
+    assert {f"{PROTOCOL}.codec", f"{PROTOCOL}.routes", f"{PROTOCOL}.errors"} <= set(protocol)
+    problems = []
+    for module in sorted(reachable(GRAPH.edges, protocol)):
+        if not in_package(module, PROTOCOL) and module != "tfstack":
+            problems.append(f"{module} (project)")
+        foreign = GRAPH.external[module] - PROTOCOL_DEPENDENCIES - set(sys.stdlib_module_names)
+        problems += [f"{module} imports {name}" for name in sorted(foreign)]
+    assert not problems, "tfstack/protocol must stay below both programs:\n" + "\n".join(problems)
+

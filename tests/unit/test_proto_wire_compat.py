@@ -56,8 +56,8 @@ from tensorflow_serving.apis import (
     regression_pb2 as tfs_regression_pb2,
 )
 
-from gateway import codec
-from gateway.proto import (
+from tfstack.protocol import codec
+from tfstack.protocol.proto import (
     _pool,
     classification_pb2,
     example_pb2,
@@ -72,7 +72,7 @@ from gateway.proto import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-PROTO_DIR = REPO / "gateway" / "proto"
+PROTO_DIR = REPO / "tfstack" / "protocol" / "proto"
 OFFICIAL = descriptor_pool.Default()
 # The official service descriptors (imported for their registration in the default pool).
 OFFICIAL_SERVICES = (tfs_prediction_service_pb2.DESCRIPTOR, tfs_model_service_pb2.DESCRIPTOR)
@@ -84,8 +84,8 @@ def gateway_files():
     """The descriptor of every gateway .proto file, loaded by importing its generated module."""
     files = []
     for path in sorted(PROTO_DIR.glob("*.proto")):
-        importlib.import_module(f"gateway.proto.{path.stem}_pb2")
-        files.append(_pool.POOL.FindFileByName(f"gateway/proto/{path.name}"))
+        importlib.import_module(f"tfstack.protocol.proto.{path.stem}_pb2")
+        files.append(_pool.POOL.FindFileByName(f"tfstack/protocol/proto/{path.name}"))
     return files
 
 
@@ -507,9 +507,9 @@ def test_digits_png_b64_in_and_bytes_out(models_root, loaded):
 # --- the gateway's modules never load TensorFlow ------------------------------------------------
 
 def test_gateway_codec_and_protos_import_without_tensorflow():
-    modules = ["gateway.codec", "gateway.dtypes", "gateway.json_to_tensor",
-               "gateway.tensor_to_json", "gateway.examples"] + [
-        f"gateway.proto.{p.stem}" for p in sorted(PROTO_DIR.glob("*_pb2*.py"))]
+    modules = [f"tfstack.protocol.{name}" for name in (
+        "codec", "dtypes", "json_to_tensor", "tensor_to_json", "examples", "routes", "errors")] + [
+        f"tfstack.protocol.proto.{p.stem}" for p in sorted(PROTO_DIR.glob("*_pb2*.py"))]
     script = (
         "import importlib, json, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"
