@@ -107,7 +107,8 @@ def render(results, args) -> str:
         f"({platform.machine()}), every server pinned to one CPU (`taskset -c {CPU}`); load "
         f"average {args.load_before:.1f} before and {os.getloadavg()[0]:.1f} after; {args.runs} "
         f"runs × {args.duration:.0f} s per cell, medians. `python -m bench.tfserving_threads "
-        f"--runs {args.runs} --duration {args.duration:.0f}`. 0 = TF's own choice.",
+        f"--runs {args.runs} --duration {args.duration:.0f} --pairs "
+        f"\"{' '.join(f'{a},{b}' for a, b in args.pairs)}\"`. 0 = TF's own choice.",
         "",
         "| batching | intra, inter | concurrency | req/s | p50 ms | p99 ms | errors "
         "| req/s vs first pair |",
