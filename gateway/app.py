@@ -26,6 +26,12 @@ REQUEST_ID_HEADER = "X-Request-ID"
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # visible ASCII: safe to log and echo
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# A body refused as too large (413) is read and thrown away, within these bounds, before the answer
+# goes out: most clients send the whole body before they read, and a server that answers and
+# closes early leaves them with a broken pipe instead of the 413. Drained, the keep-alive
+# connection stays usable; past a bound gunicorn closes it (its own drain gives up quickly).
+DISCARD_MAX_BYTES = 256 * 2**20
+DISCARD_MAX_S = 10.0
 
 
 @dataclass
@@ -160,6 +166,31 @@ def _rss_bytes() -> int:
         return 0
 
 
+def _discard_body() -> None:
+    """Read what is left of the request body, up to DISCARD_MAX_BYTES and DISCARD_MAX_S."""
+    length = request.content_length
+    if length is not None and length > DISCARD_MAX_BYTES:
+        return
+    stream = request.environ["wsgi.input"]
+    sock = request.environ.get("gunicorn.socket")  # to bound each read: a client may stall
+    deadline = time.monotonic() + DISCARD_MAX_S
+    left = DISCARD_MAX_BYTES
+    try:
+        while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+            if sock is not None:
+                sock.settimeout(remaining)
+            chunk = stream.read(min(left, 65536))
+            if not chunk:
+                return
+            left -= len(chunk)
+            time.sleep(0)  # under gevent, let the other connections run between chunks
+    except (OSError, ValueError):  # the client went away or stalled: gunicorn closes
+        return
+    finally:
+        if sock is not None:
+            sock.settimeout(None)
+
+
 def _before() -> None:
     g.started = time.perf_counter()
     given = request.headers.get(REQUEST_ID_HEADER, "")
@@ -169,6 +200,8 @@ def _before() -> None:
 
 def _after(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    if response.status_code == 413:
+        _discard_body()
     gateway = _gateway()
     duration = time.perf_counter() - g.get("started", time.perf_counter())
     route = g.get("route")
