@@ -6,6 +6,10 @@
 A bad `TFSTACK_*` value, or no PROMETHEUS_MULTIPROC_DIR, stops start-up here, in the master, with
 a message naming the variable.
 No preload: the app (and with it every gRPC channel) is created in each worker after fork.
+
+Worker model (docs/architecture.md, "Worker model"): gevent by default, one greenlet per
+connection, so slow or idle clients cost a parked greenlet, not a thread; gthread stays selectable
+with TFSTACK_WORKER_CLASS=gthread.
 """
 
 from __future__ import annotations
@@ -35,12 +39,15 @@ if not os.environ.get(_MULTIPROC_ENV):
     )
 
 bind = [_settings.bind]
-worker_class = "gthread"
+worker_class = _settings.worker_class
 workers = _settings.workers
-threads = _settings.threads
+threads = _settings.threads  # gthread only
+worker_connections = _settings.worker_connections  # gevent only
 preload_app = False
 timeout = _settings.worker_timeout_s
 graceful_timeout = _settings.graceful_timeout_s
+# Idle keep-alive connections close after 5 s. Under gevent the same timeout bounds the reading of
+# each request's headers (gunicorn's async worker), so a client trickling its headers is dropped.
 keepalive = 5
 # Heartbeat files in memory, not on a (possibly overlay or network) disk.
 _SHM = "/dev/shm"  # noqa: S108 (gunicorn heartbeat files; not secrets)
@@ -102,7 +109,16 @@ def when_ready(server):
 
 def post_worker_init(worker):
     """In the worker, before it serves: discovery, the health thread and a first readiness check
-    of every endpoint, so `/readyz` answers from memory from the first probe on."""
+    of every endpoint, so `/readyz` answers from memory from the first probe on.
+
+    Under gevent, gRPC is switched to gevent's loop first: gunicorn has monkey-patched the standard
+    library by now (in the worker's init_process, after post_fork), and grpc wants that done
+    before its own init and both before the first channel. The discovery and health "threads"
+    are greenlets from here on; their blocking calls (sockets, gRPC, Event.wait) yield."""
+    if _settings.worker_class == "gevent":
+        from grpc.experimental import gevent as grpc_gevent
+
+        grpc_gevent.init_gevent()
     gateway = getattr(worker.wsgi, "extensions", {}).get("tfstack")
     if gateway is not None:
         gateway.upstream.start()
