@@ -17,7 +17,7 @@ from logging import Logger
 from flask import Blueprint, Flask, Response, current_app, g, request
 
 from gateway import accesslog, codec, metrics, routing, service
-from gateway.admission import Admission, default_max_inflight
+from gateway.admission import Admission, thread_cap
 from gateway.errors import BadTimeoutHeader, MissingOrigin, Overloaded, register_error_handlers
 from gateway.settings import Settings, load_settings
 from gateway.upstream import CALLS, Deadline, Upstream
@@ -66,13 +66,14 @@ def v1(_path: str) -> Response:
     g.route = route
     gateway = _gateway()
     deadline = Deadline.start(_timeout_ms(gateway.settings.deadline_ms))
-    # Admission before reading the body: an overloaded worker answers 429 at once.
+    raw = request.get_data(cache=False) if request.method == "POST" else b""
+    # Admission once the body is in: a client still sending (slow, or stalled) holds no slot, only
+    # its connection (a greenlet under gevent); admitted work is work the backends can start.
     rejection = gateway.admission.try_acquire(route.model.name)
     if rejection is not None:
         metrics.ADMISSION_REJECTIONS.labels(rejection.reason).inc()
         raise Overloaded(rejection.reason, rejection.retry_after_s)
     try:
-        raw = request.get_data(cache=False) if request.method == "POST" else b""
         with metrics.INFLIGHT.track_inprogress():
             body = service.HANDLERS[route.method](gateway.upstream, route.model, raw, deadline)
     finally:
@@ -225,21 +226,31 @@ def _after(response: Response) -> Response:
     return response
 
 
+def _admission(settings: Settings, upstream: Upstream) -> Admission:
+    """The worker's bound follows the endpoints its health tracker has in rotation (admission.py);
+    `upstream.health` is looked up each time: the upstream replaces it when its pool starts."""
+    return Admission(
+        settings.max_inflight,
+        dict(settings.model_max_inflight),
+        settings.retry_after_s,
+        per_endpoint=settings.max_inflight_per_endpoint,
+        ready_endpoints=lambda: upstream.health.counts()["ready"],
+        cap=thread_cap(settings.threads) if settings.worker_class == "gthread" else None,
+    )
+
+
 def create_app(settings: Settings | None = None, upstream: Upstream | None = None) -> Flask:
     settings = settings or load_settings()
     app = Flask("gateway")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
+    upstream = upstream or Upstream(settings)
     app.extensions["tfstack"] = Gateway(
         settings=settings,
-        upstream=upstream or Upstream(settings),
+        upstream=upstream,
         access_log=accesslog.access_logger(settings.access_log),
-        admission=Admission(
-            settings.max_inflight or default_max_inflight(settings.threads),
-            dict(settings.model_max_inflight),
-            settings.retry_after_s,
-        ),
+        admission=_admission(settings, upstream),
     )
     app.before_request(_before)
     app.after_request(_after)
