@@ -10,15 +10,16 @@ docs/resilience.md).
 
 Default bound, from what the backends can take: `per_endpoint` requests per ready endpoint (in
 rotation, as the worker's health tracker sees it; at least one, so panic mode still gets through),
-per worker. The default, 64, is sized on the local model server with batching on: its queue
-holds `max_batch_size` x `max_enqueued_batches` = 32 x 4 = 128 requests, i.e. 64 from each of
-the gateway's 2 default workers; measured in docs/benchmarks.md ("Worker model"). Under the
-gevent worker an admitted request waiting on a backend costs a greenlet, so nothing else bounds
-it. Under gthread a worker cannot run more than its threads anyway: the bound is also capped at
-all but one thread (the spare one answers 429s, /healthz and /metrics at once).
-`TFSTACK_MAX_INFLIGHT` > 0 replaces all of this with a fixed bound per worker. A per-worker
-bound over sticky keep-alive connections can refuse a little early when connections are spread
-unevenly over workers; docs/resilience.md.
+per worker. The default, 32, is sized on the local model server with batching on
+(bench/worker_model.py, docs/benchmarks.md "Worker model"): its throughput stops growing at about 32
+requests in flight and beyond only its latency grows (its batching queue refuses past 128); 32 per
+worker admits all of 32 clients even when they all land on one worker, and the gateway's 2 default
+workers keep at most 64 on each model server. Under the gevent worker an admitted request waiting on
+a backend costs a greenlet, so nothing else bounds it. Under gthread a worker cannot run more than
+its threads anyway: the bound is also capped at all but one thread (the spare one answers 429s,
+/healthz and /metrics at once). `TFSTACK_MAX_INFLIGHT` > 0 replaces all of this with a fixed bound
+per worker. A per-worker bound over sticky keep-alive connections can refuse a little early when
+connections are spread unevenly over workers; docs/resilience.md.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Admission:
         max_inflight: int = 0,
         model_limits: Mapping[str, int] | None = None,
         retry_after_s: int = 1,
-        per_endpoint: int = 64,
+        per_endpoint: int = 32,
         ready_endpoints: Callable[[], int] = lambda: 1,
         cap: int | None = None,
     ) -> None:

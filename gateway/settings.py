@@ -130,7 +130,7 @@ VARIABLES: dict[str, tuple[Callable[[str], object], str]] = {
     "discovery_dns_interval_s": (_int(1, 3600), "5"),
     "discovery_api_url": (_text, ""),  # empty: in-cluster; else e.g. kubectl proxy's URL
     "max_inflight": (_int(0, 100_000), "0"),  # 0: derived from ready endpoints (admission.py)
-    "max_inflight_per_endpoint": (_int(1, 100_000), "64"),
+    "max_inflight_per_endpoint": (_int(1, 100_000), "32"),
     "model_max_inflight": (_model_limits, ""),
     "retry_after_s": (_int(1, 3600), "1"),
     "drain_delay_s": (_int(0, 3600), "0"),
