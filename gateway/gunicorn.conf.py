@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -37,6 +38,21 @@ if not os.environ.get(_MULTIPROC_ENV):
         f"tfstack gateway: {_MULTIPROC_ENV} is not set: name a directory for the workers' metric "
         "files (emptied at start-up), e.g. PROMETHEUS_MULTIPROC_DIR=/tmp/tfstack-gateway-metrics"
     )
+
+
+def _raise_open_files_limit(wanted: int) -> None:
+    """Raise the soft open-files limit towards `wanted` (never past the hard limit): a gevent
+    worker may hold TFSTACK_WORKER_CONNECTIONS client sockets at once, and 1024, a common soft
+    default, is close to the 1000 default. Workers inherit it from the master."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE,
+            (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard),
+        )
+
+
+_raise_open_files_limit(_settings.worker_connections + 1024)  # + channels, logs, metric files
 
 bind = [_settings.bind]
 worker_class = _settings.worker_class
