@@ -43,6 +43,13 @@ def main() -> int:
     endpoints = ["10.0.0.1:8500", "10.0.0.2:8500", "10.0.0.3:8500"]
     tracker.sync(endpoints)
     budget = RetryBudget()
+    # The default: the bound follows the endpoints in rotation (the app passes the same lookup).
+    derived = Admission(per_endpoint=10**9, model_limits={"digits": 10**9},
+                        ready_endpoints=lambda: tracker.counts()["ready"])
+
+    def admit_and_release_derived() -> None:
+        derived.try_acquire("digits")
+        derived.release("digits")
 
     def admit_and_release() -> None:
         admitting.try_acquire("digits")
@@ -50,6 +57,7 @@ def main() -> int:
 
     results = {
         "admission_admit_and_release": per_call_ns(admit_and_release),
+        "admission_admit_and_release_per_endpoint_bound": per_call_ns(admit_and_release_derived),
         "admission_reject": per_call_ns(lambda: full.try_acquire("digits")),
         "health_available_of_3": per_call_ns(lambda: tracker.available(endpoints)),
         "retry_budget_record_request": per_call_ns(budget.record_request),

@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from gateway.settings import load_settings
 from model_repo.data import digits_split
 from tfstack.procs import ManagedProcess, free_port, port_open
 
@@ -42,6 +43,8 @@ BODY_TEXT = {
     "half_plus_two": '{"instances": [1.0, 2.0, 5.0]}',
 }
 GATEWAY_APP = "gateway.app:create_app()"
+# Both apps run under gateway/gunicorn.conf.py: the same worker class (TFSTACK_WORKER_CLASS).
+WORKER_CLASS = load_settings().worker_class
 BARE_APP = "bench.gateway_bare_app:create_app()"
 SECTION_START = "<!-- section: gateway overhead (bench/gateway_overhead.py) -->"
 SECTION_END = "<!-- end section: gateway overhead -->"
@@ -59,7 +62,7 @@ def predict_path(model: str) -> str:
 
 
 # -- processes ------------------------------------------------------------------------------------
-def start_modelserver(run: Path, model: str) -> tuple[ManagedProcess, int, int]:
+def start_modelserver(run: Path, model: str, *flags: str) -> tuple[ManagedProcess, int, int]:
     config = run / "models.config"
     config.write_text(
         f'model_config_list {{ config {{ name: "{model}" base_path: "{MODELS / model}" '
@@ -69,7 +72,7 @@ def start_modelserver(run: Path, model: str) -> tuple[ManagedProcess, int, int]:
     proc = ManagedProcess(
         "model server",
         [str(BIN / "python"), "-m", "modelserver", "--host=127.0.0.1", f"--port={grpc_port}",
-         f"--rest_api_port={rest_port}", f"--model_config_file={config}"],
+         f"--rest_api_port={rest_port}", f"--model_config_file={config}", *flags],
         run / "modelserver.log",
         cwd=REPO,
     ).start()  # fmt: skip
@@ -77,7 +80,10 @@ def start_modelserver(run: Path, model: str) -> tuple[ManagedProcess, int, int]:
     return proc, grpc_port, rest_port
 
 
-def start_gunicorn(run: Path, name: str, app: str, grpc_port: int) -> tuple[ManagedProcess, int]:
+def start_gunicorn(
+    run: Path, name: str, app: str, grpc_port: int, **settings: str
+) -> tuple[ManagedProcess, int]:
+    """gunicorn with gateway/gunicorn.conf.py; `settings` are TFSTACK_* values (no prefix)."""
     port = free_port()
     env = dict(os.environ)
     env.update(
@@ -89,6 +95,7 @@ def start_gunicorn(run: Path, name: str, app: str, grpc_port: int) -> tuple[Mana
         # dilute the CPU per request of the work being measured.
         TFSTACK_MAX_INFLIGHT="100000",
     )
+    env.update({f"TFSTACK_{key.upper()}": value for key, value in settings.items()})
     proc = ManagedProcess(
         name,
         [str(BIN / "gunicorn"), "-c", "gateway/gunicorn.conf.py", app],
@@ -289,7 +296,7 @@ def report(
 
 `python -m bench.gateway_overhead --runs {runs}` on this 2-core machine, {day}
 (load average before/after: {load});
-gateway with its default settings (gunicorn gthread, 2 workers × 8 threads, JSON access log on),
+gateway with its default settings (gunicorn {WORKER_CLASS}, 2 workers, JSON access log on),
 backend = the local model server on loopback, request = `POST {path}` with body
 `{BODY_TEXT[args.model]}`. Medians over {runs} runs.
 
@@ -328,11 +335,13 @@ Target: worker RSS ≤ 60 MB — {verdict(rss_mb <= 60)} (largest: {rss_mb:.1f} 
 {SECTION_END}"""
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(
+    path: Path, section: str, start: str = SECTION_START, end: str = SECTION_END
+) -> None:
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION_START in text:
-        before, rest = text.split(SECTION_START, 1)
-        after = rest.split(SECTION_END, 1)[1]
+    if start in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1]
         text = before + section + after
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"

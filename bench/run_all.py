@@ -14,6 +14,7 @@ BENCHMARKS = [
     ["bench.modelserver_throughput"],
     ["bench.balancing_scaling"],
     ["bench.balancing_admission_cost"],
+    ["bench.worker_model", "--write", "docs/benchmarks.md"],
 ]
 
 

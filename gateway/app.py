@@ -17,7 +17,7 @@ from logging import Logger
 from flask import Blueprint, Flask, Response, current_app, g, request
 
 from gateway import accesslog, metrics, service
-from gateway.admission import Admission, default_max_inflight
+from gateway.admission import Admission, thread_cap
 from gateway.errors import BadTimeoutHeader, Overloaded, register_error_handlers
 from gateway.settings import Settings, load_settings
 from gateway.upstream import CALLS, Deadline, Upstream
@@ -28,6 +28,12 @@ REQUEST_ID_HEADER = "X-Request-ID"
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # visible ASCII: safe to log and echo
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# A body refused as too large (413) is read and thrown away, within these bounds, before the answer
+# goes out: most clients send the whole body before they read, and a server that answers and
+# closes early leaves them with a broken pipe instead of the 413. Drained, the keep-alive
+# connection stays usable; past a bound gunicorn closes it (its own drain gives up quickly).
+DISCARD_MAX_BYTES = 256 * 2**20
+DISCARD_MAX_S = 10.0
 
 
 @dataclass
@@ -62,13 +68,14 @@ def v1(_path: str) -> Response:
     g.route = route
     gateway = _gateway()
     deadline = Deadline.start(_timeout_ms(gateway.settings.deadline_ms))
-    # Admission before reading the body: an overloaded worker answers 429 at once.
+    raw = request.get_data(cache=False) if request.method == "POST" else b""
+    # Admission once the body is in: a client still sending (slow, or stalled) holds no slot, only
+    # its connection (a greenlet under gevent); admitted work is work the backends can start.
     rejection = gateway.admission.try_acquire(route.model.name)
     if rejection is not None:
         metrics.ADMISSION_REJECTIONS.labels(rejection.reason).inc()
         raise Overloaded(rejection.reason, rejection.retry_after_s)
     try:
-        raw = request.get_data(cache=False) if request.method == "POST" else b""
         with metrics.INFLIGHT.track_inprogress():
             body = service.HANDLERS[route.method](gateway.upstream, route.model, raw, deadline)
     finally:
@@ -162,6 +169,31 @@ def _rss_bytes() -> int:
         return 0
 
 
+def _discard_body() -> None:
+    """Read what is left of the request body, up to DISCARD_MAX_BYTES and DISCARD_MAX_S."""
+    length = request.content_length
+    if length is not None and length > DISCARD_MAX_BYTES:
+        return
+    stream = request.environ["wsgi.input"]
+    sock = request.environ.get("gunicorn.socket")  # to bound each read: a client may stall
+    deadline = time.monotonic() + DISCARD_MAX_S
+    left = DISCARD_MAX_BYTES
+    try:
+        while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+            if sock is not None:
+                sock.settimeout(remaining)
+            chunk = stream.read(min(left, 65536))
+            if not chunk:
+                return
+            left -= len(chunk)
+            time.sleep(0)  # under gevent, let the other connections run between chunks
+    except (OSError, ValueError):  # the client went away or stalled: gunicorn closes
+        return
+    finally:
+        if sock is not None:
+            sock.settimeout(None)
+
+
 def _before() -> None:
     g.started = time.perf_counter()
     given = request.headers.get(REQUEST_ID_HEADER, "")
@@ -171,6 +203,8 @@ def _before() -> None:
 
 def _after(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    if response.status_code == 413:
+        _discard_body()
     gateway = _gateway()
     duration = time.perf_counter() - g.get("started", time.perf_counter())
     route = g.get("route")
@@ -194,21 +228,31 @@ def _after(response: Response) -> Response:
     return response
 
 
+def _admission(settings: Settings, upstream: Upstream) -> Admission:
+    """The worker's bound follows the endpoints its health tracker has in rotation (admission.py);
+    `upstream.health` is looked up each time: the upstream replaces it when its pool starts."""
+    return Admission(
+        settings.max_inflight,
+        dict(settings.model_max_inflight),
+        settings.retry_after_s,
+        per_endpoint=settings.max_inflight_per_endpoint,
+        ready_endpoints=lambda: upstream.health.counts()["ready"],
+        cap=thread_cap(settings.threads) if settings.worker_class == "gthread" else None,
+    )
+
+
 def create_app(settings: Settings | None = None, upstream: Upstream | None = None) -> Flask:
     settings = settings or load_settings()
     app = Flask("gateway")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
+    upstream = upstream or Upstream(settings)
     app.extensions["tfstack"] = Gateway(
         settings=settings,
-        upstream=upstream or Upstream(settings),
+        upstream=upstream,
         access_log=accesslog.access_logger(settings.access_log),
-        admission=Admission(
-            settings.max_inflight or default_max_inflight(settings.threads),
-            dict(settings.model_max_inflight),
-            settings.retry_after_s,
-        ),
+        admission=_admission(settings, upstream),
     )
     app.before_request(_before)
     app.after_request(_after)

@@ -6,12 +6,17 @@
 A bad `TFSTACK_*` value, or no PROMETHEUS_MULTIPROC_DIR, stops start-up here, in the master, with
 a message naming the variable.
 No preload: the app (and with it every gRPC channel) is created in each worker after fork.
+
+Worker model (docs/architecture.md, "Worker model"): gevent by default, one greenlet per
+connection, so slow or idle clients cost a parked greenlet, not a thread; gthread stays selectable
+with TFSTACK_WORKER_CLASS=gthread.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -34,13 +39,31 @@ if not os.environ.get(_MULTIPROC_ENV):
         "files (emptied at start-up), e.g. PROMETHEUS_MULTIPROC_DIR=/tmp/tfstack-gateway-metrics"
     )
 
+
+def _raise_open_files_limit(wanted: int) -> None:
+    """Raise the soft open-files limit towards `wanted` (never past the hard limit): a gevent
+    worker may hold TFSTACK_WORKER_CONNECTIONS client sockets at once, and 1024, a common soft
+    default, is close to the 1000 default. Workers inherit it from the master."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE,
+            (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard),
+        )
+
+
+_raise_open_files_limit(_settings.worker_connections + 1024)  # + channels, logs, metric files
+
 bind = [_settings.bind]
-worker_class = "gthread"
+worker_class = _settings.worker_class
 workers = _settings.workers
-threads = _settings.threads
+threads = _settings.threads  # gthread only
+worker_connections = _settings.worker_connections  # gevent only
 preload_app = False
 timeout = _settings.worker_timeout_s
 graceful_timeout = _settings.graceful_timeout_s
+# Idle keep-alive connections close after 5 s. Under gevent the same timeout bounds the reading of
+# each request's headers (gunicorn's async worker), so a client trickling its headers is dropped.
 keepalive = 5
 # Heartbeat files in memory, not on a (possibly overlay or network) disk.
 _SHM = "/dev/shm"  # noqa: S108 (gunicorn heartbeat files; not secrets)
@@ -102,7 +125,16 @@ def when_ready(server):
 
 def post_worker_init(worker):
     """In the worker, before it serves: discovery, the health thread and a first readiness check
-    of every endpoint, so `/readyz` answers from memory from the first probe on."""
+    of every endpoint, so `/readyz` answers from memory from the first probe on.
+
+    Under gevent, gRPC is switched to gevent's loop first: gunicorn has monkey-patched the standard
+    library by now (in the worker's init_process, after post_fork), and grpc wants that done
+    before its own init and both before the first channel. The discovery and health "threads"
+    are greenlets from here on; their blocking calls (sockets, gRPC, Event.wait) yield."""
+    if _settings.worker_class == "gevent":
+        from grpc.experimental import gevent as grpc_gevent
+
+        grpc_gevent.init_gevent()
     gateway = getattr(worker.wsgi, "extensions", {}).get("tfstack")
     if gateway is not None:
         gateway.upstream.start()

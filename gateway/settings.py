@@ -19,6 +19,8 @@ from gateway.discovery import MODES as DISCOVERY_MODES
 
 PREFIX = "TFSTACK_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# gunicorn worker classes the gateway runs under (docs/architecture.md, "Worker model").
+WORKER_CLASSES = ("gevent", "gthread")
 _HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
 
@@ -64,6 +66,15 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _worker_class(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in WORKER_CLASSES:
+        raise SettingsError(f"expected one of {', '.join(WORKER_CLASSES)}, got {raw!r}")
+    if value == "gevent" and importlib.util.find_spec("gevent") is None:
+        raise SettingsError("gevent is not installed (its pin is in pyproject.toml)")
+    return value
+
+
 def _discovery_mode(raw: str) -> str:
     mode = raw.strip().lower()
     if mode not in DISCOVERY_MODES:
@@ -97,7 +108,9 @@ MiB = 1024 * 1024
 VARIABLES: dict[str, tuple[Callable[[str], object], str]] = {
     "bind": (_host_port, "0.0.0.0:8080"),
     "workers": (_int(1, 64), "2"),
-    "threads": (_int(1, 256), "8"),
+    "worker_class": (_worker_class, "gevent"),
+    "worker_connections": (_int(1, 100_000), "1000"),  # gevent: open connections per worker
+    "threads": (_int(1, 256), "8"),  # gthread only
     "backends": (_backends, "127.0.0.1:8500"),
     "deadline_ms": (_int(1, 3_600_000), "10000"),
     "max_body_bytes": (_int(1, 2**31 - 1), str(16 * MiB)),
@@ -116,7 +129,8 @@ VARIABLES: dict[str, tuple[Callable[[str], object], str]] = {
     "discovery_port_name": (_text, "grpc"),
     "discovery_dns_interval_s": (_int(1, 3600), "5"),
     "discovery_api_url": (_text, ""),  # empty: in-cluster; else e.g. kubectl proxy's URL
-    "max_inflight": (_int(0, 100_000), "0"),  # 0: derived from threads (admission.py)
+    "max_inflight": (_int(0, 100_000), "0"),  # 0: derived from ready endpoints (admission.py)
+    "max_inflight_per_endpoint": (_int(1, 100_000), "32"),
     "model_max_inflight": (_model_limits, ""),
     "retry_after_s": (_int(1, 3600), "1"),
     "drain_delay_s": (_int(0, 3600), "0"),
@@ -127,6 +141,8 @@ VARIABLES: dict[str, tuple[Callable[[str], object], str]] = {
 class Settings:
     bind: str
     workers: int
+    worker_class: str
+    worker_connections: int
     threads: int
     backends: tuple[str, ...]
     deadline_ms: int
@@ -146,6 +162,7 @@ class Settings:
     discovery_dns_interval_s: int
     discovery_api_url: str
     max_inflight: int
+    max_inflight_per_endpoint: int
     model_max_inflight: tuple[tuple[str, int], ...]
     retry_after_s: int
     drain_delay_s: int

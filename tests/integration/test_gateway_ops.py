@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import threading
 import time
 
@@ -97,6 +98,47 @@ def test_a_413_on_a_keep_alive_connection_does_not_break_the_next_request(gw):
         assert resp.status_code == 413
         after = session.get(gw.url + "/healthz", timeout=10)
     assert after.status_code == 200
+
+
+def raw_exchange(sock: socket.socket, head: bytes, body: bytes) -> bytes:
+    """Send a whole request as most clients do (all of it, then read), return the response."""
+    sock.sendall(head + body)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536) or b"<closed>"
+    headers, _, rest = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", headers).group(1))
+    while len(rest) < length:
+        rest += sock.recv(65536) or b"<closed>"
+    return headers + b"\r\n\r\n" + rest
+
+
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_a_body_far_over_the_limit_gets_a_readable_413_and_keeps_the_connection(
+    tmp_path, backend, worker_class
+):
+    """32 MiB against a 20 kB limit, far more than the socket buffers hold: the gateway reads
+    and discards the body before answering, so the client's send completes, it reads the 413,
+    and the keep-alive connection serves the next request."""
+    gw = start_gateway(tmp_path, [backend.address], max_body_bytes=20_000,
+                       worker_class=worker_class)
+    big = b"[" + b"1.0," * (8 * 2**20) + b"1]"
+    head = (f"POST {PREDICT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(big)}\r\n\r\n").encode()
+    small = BODY.encode()
+    small_head = head.replace(str(len(big)).encode(), str(len(small)).encode())
+    try:
+        port = int(gw.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            refused = raw_exchange(sock, head, big)
+            served = raw_exchange(sock, small_head, small)
+    finally:
+        gw.stop()
+    assert refused.startswith(b"HTTP/1.1 413 "), refused[:200]
+    assert refused.endswith(b'{"error":"Request body larger than 20000 bytes '
+                            b'(TFSTACK_MAX_BODY_BYTES)"}')
+    assert served.startswith(b"HTTP/1.1 200 "), served[:200]
+    assert json.loads(served.partition(b"\r\n\r\n")[2]) == {"predictions": [2.5, 3.0]}
 
 
 def test_no_backend_is_a_503_and_not_ready(tmp_path):

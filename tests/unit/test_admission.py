@@ -10,13 +10,32 @@ import time
 
 import pytest
 
-from gateway.admission import Admission, default_max_inflight, parse_model_limits
+from gateway.admission import Admission, parse_model_limits, thread_cap
 from gateway.settings import SettingsError, load_settings
 
 
 @pytest.mark.parametrize(("threads", "expected"), [(1, 1), (2, 1), (4, 3), (8, 7), (32, 31)])
-def test_default_leaves_one_thread_free(threads, expected):
-    assert default_max_inflight(threads) == expected
+def test_gthread_cap_leaves_one_thread_free(threads, expected):
+    assert thread_cap(threads) == expected
+
+
+def test_default_bound_follows_the_ready_endpoints():
+    ready = [3]
+    admission = Admission(per_endpoint=2, ready_endpoints=lambda: ready[0])
+    for _ in range(6):
+        assert admission.try_acquire("m") is None
+    assert admission.try_acquire("m").reason == "worker_inflight"
+    ready[0] = 4  # a replica turned ready: room for two more at once
+    assert admission.try_acquire("m") is None
+    assert admission.try_acquire("m") is None
+    assert admission.try_acquire("m") is not None
+    ready[0] = 0  # none in rotation (panic mode sends anyway): still one endpoint's worth
+    assert admission.max_inflight == 2
+
+
+def test_a_fixed_bound_and_the_thread_cap_override_the_endpoints():
+    assert Admission(max_inflight=5, per_endpoint=64, ready_endpoints=lambda: 3).max_inflight == 5
+    assert Admission(per_endpoint=64, ready_endpoints=lambda: 3, cap=7).max_inflight == 7
 
 
 def test_admits_up_to_the_bound_then_rejects_with_a_reason():
@@ -103,6 +122,7 @@ def test_parse_model_limits_rejects(text):
     [
         ({"TFSTACK_MAX_INFLIGHT": "-1"}, "TFSTACK_MAX_INFLIGHT"),
         ({"TFSTACK_MAX_INFLIGHT": "many"}, "TFSTACK_MAX_INFLIGHT"),
+        ({"TFSTACK_MAX_INFLIGHT_PER_ENDPOINT": "0"}, "TFSTACK_MAX_INFLIGHT_PER_ENDPOINT"),
         ({"TFSTACK_RETRY_AFTER_S": "0"}, "TFSTACK_RETRY_AFTER_S"),
         ({"TFSTACK_MODEL_MAX_INFLIGHT": "digits"}, "TFSTACK_MODEL_MAX_INFLIGHT"),
     ],

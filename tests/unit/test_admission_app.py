@@ -80,8 +80,15 @@ def test_per_model_limit_leaves_other_models_alone():
         thread.join(10)
 
 
-def test_default_bound_comes_from_the_threads():
-    app, _ = make(threads=4)
+def test_default_bound_comes_from_the_ready_endpoints():
+    app, upstream = make(max_inflight_per_endpoint=16)
+    upstream.health.sync(["a:1", "b:1", "c:1"])
+    assert app.extensions["tfstack"].admission.max_inflight == 48
+
+
+def test_gthread_bound_is_capped_by_the_threads():
+    app, upstream = make(worker_class="gthread", threads=4)
+    upstream.health.sync(["a:1", "b:1"])
     assert app.extensions["tfstack"].admission.max_inflight == 3
 
 

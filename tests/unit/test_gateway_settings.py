@@ -20,6 +20,7 @@ def test_defaults_match_the_brief():
     assert settings.deadline_ms == 10000
     assert settings.backends == ("127.0.0.1:8500",)
     assert settings.workers >= 1 and settings.threads >= 1
+    assert settings.worker_class == "gevent"  # docs/architecture.md, "Worker model"
     assert settings == Settings.defaults()
 
 
@@ -65,6 +66,8 @@ def test_settings_are_frozen():
         ("TFSTACK_GRACEFUL_TIMEOUT_S", "0", "expected an integer in"),
         ("TFSTACK_WORKER_TIMEOUT_S", "", "expected an integer"),
         ("TFSTACK_DEBUG_ENDPOINTS", "2", "expected true/false"),
+        ("TFSTACK_WORKER_CLASS", "sync", "expected one of gevent, gthread"),
+        ("TFSTACK_WORKER_CONNECTIONS", "0", "expected an integer in"),
     ],
 )
 def test_bad_value_names_the_variable(variable, value, problem):
