@@ -76,6 +76,10 @@ accesslog = None  # the app writes structured JSON access lines (gateway/accessl
 # applied by gunicorn in the master before any worker forks.
 logconfig_dict = _logging_config(_settings.log_level)
 limit_request_line = 8190
+# gunicorn's control socket (25.1+, for `gunicornc`) is off: nothing here uses it, it would be one
+# more way to change the worker count at runtime, and its default path is under $HOME, which the
+# chart's read-only root filesystem does not offer (start-up then only logs a warning).
+control_socket_disable = True
 
 # The master creates this file on SIGTERM; workers' /readyz answers 503 while it exists.
 DRAIN_FLAG_ENV = "_TFSTACK_DRAIN_FLAG"

@@ -155,6 +155,22 @@ def test_no_backend_is_a_503_and_not_ready(tmp_path):
     assert alive.status_code == 200
 
 
+def test_the_gateway_writes_nothing_under_home(tmp_path, backend, monkeypatch):
+    """The chart runs it on a read-only root filesystem: gunicorn's control socket (default
+    $HOME/.gunicorn/gunicorn.ctl) is off, and nothing else lands in the home directory."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    handle = start_gateway(tmp_path, [backend.address])
+    try:
+        assert requests.get(handle.url + "/healthz", timeout=10).status_code == 200
+    finally:
+        handle.stop()
+    assert list(home.iterdir()) == []
+    assert "control socket" not in handle.process.log_path.read_text().lower()
+
+
 @pytest.fixture
 def hung():
     replicas = [HungBackend(), HungBackend()]
