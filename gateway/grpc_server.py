@@ -1,0 +1,81 @@
+"""The gateway's gRPC front door as its own process: `python -m gateway.grpc_server`.
+
+One process, no fork, beside gunicorn rather than inside it: the chart runs it as a second
+container of the gateway pod, `tfstack up` as a second process (docs/architecture.md, decision
+12). Configured by the same `TFSTACK_*` variables; a bad value stops it with a message naming the
+variable. SIGTERM drains as gunicorn.conf.py does: not ready at once, serving on for
+TFSTACK_DRAIN_DELAY_S, then calls in flight get TFSTACK_GRACEFUL_TIMEOUT_S to finish.
+
+gateway.metrics (and everything that imports it) is imported only once the metrics directory is
+ready: prometheus_client opens its per-process files as the metrics are declared.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import logging.config
+import os
+import signal
+import sys
+import threading
+
+from gateway.settings import SettingsError, load_settings
+from tfstack.logconfig import config as logging_config
+
+log = logging.getLogger(__name__)
+
+
+def _prepare_metrics_dir() -> None:
+    """In multiprocess mode (PROMETHEUS_MULTIPROC_DIR set, as the image does) the directory is
+    this process's own (never gunicorn's: its workers' pids could be ours in another container):
+    created, and emptied of what an earlier run left."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    os.makedirs(path, exist_ok=True)
+    for stale in glob.glob(os.path.join(path, "*.db")):
+        os.remove(stale)
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as err:
+        sys.exit(f"tfstack gateway (gRPC): invalid configuration: {err}")
+    logging.config.dictConfig(logging_config(settings.log_level))
+    _prepare_metrics_dir()
+    from gateway.grpc_app import GrpcGateway  # declares the metrics: after the directory is ready
+
+    gateway = GrpcGateway(settings)
+    try:
+        gateway.start()
+    except RuntimeError as err:  # the port could not be bound
+        sys.exit(f"tfstack gateway (gRPC): cannot serve on {settings.grpc_bind}: {err}")
+    terms: list[int] = []
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # SIGTERM: drain (not ready, still serving) for TFSTACK_DRAIN_DELAY_S, then stop
+        # gracefully, as gunicorn.conf.py does. A second SIGTERM, or SIGINT, stops at once.
+        terms.append(signum)
+        if signum == signal.SIGTERM and len(terms) == 1 and settings.drain_delay_s > 0:
+            log.info("SIGTERM: not ready; serving %ss more, then shutting down",
+                     settings.drain_delay_s)
+            gateway.drain()
+            threading.Timer(settings.drain_delay_s, stop.set).start()
+        else:
+            stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    stop.wait()
+    gateway.drain()
+    grace = settings.graceful_timeout_s if terms[-1] == signal.SIGTERM and len(terms) == 1 else 0
+    gateway.stop(grace)
+    log.info("gRPC front door stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
