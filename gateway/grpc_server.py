@@ -6,13 +6,12 @@ container of the gateway pod, `tfstack up` as a second process (docs/architectur
 variable. SIGTERM drains as gunicorn.conf.py does: not ready at once, serving on for
 TFSTACK_DRAIN_DELAY_S, then calls in flight get TFSTACK_GRACEFUL_TIMEOUT_S to finish.
 
-gateway.metrics (and everything that imports it) is imported only once the metrics directory is
-ready: prometheus_client opens its per-process files as the metrics are declared.
+Its metrics live in this process's memory (no prometheus_client multiprocess mode: one process),
+served on its own /metrics.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import logging.config
 import os
@@ -26,16 +25,14 @@ from tfstack.logconfig import config as logging_config
 log = logging.getLogger(__name__)
 
 
-def _prepare_metrics_dir() -> None:
-    """In multiprocess mode (PROMETHEUS_MULTIPROC_DIR set, as the image does) the directory is
-    this process's own (never gunicorn's: its workers' pids could be ours in another container):
-    created, and emptied of what an earlier run left."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not path:
-        return
-    os.makedirs(path, exist_ok=True)
-    for stale in glob.glob(os.path.join(path, "*.db")):
-        os.remove(stale)
+def _single_process_metrics() -> None:
+    """One process: prometheus_client's plain in-memory metrics, not its multiprocess mode (the
+    image sets PROMETHEUS_MULTIPROC_DIR for gunicorn's workers). Each metric update then costs a
+    lock and an add instead of a write to a memory-mapped file, and no directory is shared with
+    gunicorn, which empties its own at start-up. prometheus_client reads the variable when it is
+    first imported, hence before gateway.metrics."""
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    os.environ.pop("prometheus_multiproc_dir", None)  # its older spelling
 
 
 def main() -> int:
@@ -44,8 +41,8 @@ def main() -> int:
     except SettingsError as err:
         sys.exit(f"tfstack gateway (gRPC): invalid configuration: {err}")
     logging.config.dictConfig(logging_config(settings.log_level))
-    _prepare_metrics_dir()
-    from gateway.grpc_app import GrpcGateway  # declares the metrics: after the directory is ready
+    _single_process_metrics()
+    from gateway.grpc_app import GrpcGateway  # declares the metrics: after the line above
 
     gateway = GrpcGateway(settings)
     try:

@@ -193,14 +193,15 @@ def _modelserver(args: argparse.Namespace, config: Path, batching: Path | None) 
     return ManagedProcess("model server", argv, args.run_dir / "modelserver.log", cwd=REPO)
 
 
-def _gateway_env(args: argparse.Namespace, metrics_dir: str) -> dict[str, str]:
+def _gateway_env(args: argparse.Namespace) -> dict[str, str]:
+    """Both front doors' settings (the gRPC one ignores PROMETHEUS_MULTIPROC_DIR: one process)."""
     env = dict(os.environ)
     env.update(
         TFSTACK_BIND=f"{args.host}:{args.gateway_port}",
         TFSTACK_GRPC_BIND=f"{args.host}:{args.gateway_grpc_port}",
         TFSTACK_GRPC_OPS_BIND=f"{args.host}:{args.gateway_grpc_ops_port}",
         TFSTACK_BACKENDS=f"{args.host}:{args.grpc_port}",
-        PROMETHEUS_MULTIPROC_DIR=str(args.run_dir / metrics_dir),
+        PROMETHEUS_MULTIPROC_DIR=str(args.run_dir / "gateway-metrics"),
     )
     if args.workers:
         env["TFSTACK_WORKERS"] = str(args.workers)
@@ -214,14 +215,14 @@ def _gateway(args: argparse.Namespace) -> ManagedProcess:
         str(REPO / "gateway" / "gunicorn.conf.py"),
         "gateway.app:create_app()",
     ]
-    env = _gateway_env(args, "gateway-metrics")
+    env = _gateway_env(args)
     return ManagedProcess("gateway", argv, args.run_dir / "gateway.log", env=env, cwd=REPO)
 
 
 def _grpc_gateway(args: argparse.Namespace) -> ManagedProcess:
-    """The gateway's gRPC front door: its own process, its own metrics directory."""
+    """The gateway's gRPC front door: its own process beside gunicorn."""
     argv = [str(VENV_BIN / "python"), "-m", "gateway.grpc_server"]
-    env = _gateway_env(args, "gateway-grpc-metrics")
+    env = _gateway_env(args)
     log = args.run_dir / "gateway-grpc.log"
     return ManagedProcess("gateway (gRPC)", argv, log, env=env, cwd=REPO)
 
