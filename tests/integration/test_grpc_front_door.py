@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.request
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -40,6 +41,7 @@ from tests.integration.test_balancing_unequal import served
 from tests.integration.test_faults import Replicas
 
 TIMEOUT = 20
+REPO = Path(__file__).resolve().parents[2]
 
 
 def predict(name: str = "half_plus_two", values=(1.0, 2.0, 5.0)) -> predict_pb2.PredictRequest:
@@ -207,6 +209,15 @@ def test_health_service_readyz_and_metrics(front, via_gateway):
     assert line["protocol"] == "grpc" and line["grpc_code"] == "OK"
     assert line["path"] == "/tensorflow.serving.PredictionService/Predict"
     assert line["model"] == "half_plus_two" and len(line["upstream"]) == 1
+
+
+def test_the_python_client_in_the_docs_works_against_the_front_door(front, capsys):
+    """docs/gateway.md's tensorflow-serving-api client, run as written (its address swapped)."""
+    doc = (REPO / "docs" / "gateway.md").read_text().split("## gRPC front door", 1)[1]
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    assert '"127.0.0.1:8090"' in code
+    exec(code.replace('"127.0.0.1:8090"', repr(front.target)), {})  # noqa: S102
+    assert capsys.readouterr().out.strip() == "[2.5 3.  4.5]"
 
 
 # --- a slow stand-in backend: deadlines and overload ----------------------------------------------
