@@ -44,11 +44,6 @@ def main() -> int:
     _single_process_metrics()
     from gateway.grpc_app import GrpcGateway  # declares the metrics: after the line above
 
-    gateway = GrpcGateway(settings)
-    try:
-        gateway.start()
-    except RuntimeError as err:  # the port could not be bound
-        sys.exit(f"tfstack gateway (gRPC): cannot serve on {settings.grpc_bind}: {err}")
     terms: list[int] = []
     stop = threading.Event()
 
@@ -64,8 +59,17 @@ def main() -> int:
         else:
             stop.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
+    try:
+        gateway = GrpcGateway(settings)
+        # Before serving: a SIGTERM as soon as /readyz answers must drain, not kill.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, on_signal)
+        gateway.start()
+    except (RuntimeError, OSError) as err:  # a port could not be bound
+        sys.exit(
+            f"tfstack gateway (gRPC): cannot serve on {settings.grpc_bind} and "
+            f"{settings.grpc_ops_bind}: {err}"
+        )
     stop.wait()
     gateway.drain()
     grace = settings.graceful_timeout_s if terms[-1] == signal.SIGTERM and len(terms) == 1 else 0

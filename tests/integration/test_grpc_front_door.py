@@ -299,6 +299,24 @@ def test_no_reachable_backend_is_unavailable(tmp_path):
     assert err.details().startswith("No backend available: 127.0.0.1:1")
 
 
+def test_sigterm_drains_not_serving_yet_answering_then_exits_0(tmp_path):
+    backend = FakeBackend()
+    front = start_grpc_gateway(tmp_path, [backend.address], drain_delay_s=8)
+    stubs = Stubs(front.target)
+    health = health_pb2_grpc.HealthStub(stubs.channel)
+    try:
+        front.process.signal(signal.SIGTERM)
+        front.process.wait_until(lambda: get(front.ops_url + "/readyz")[0] == 503, 5, "draining")
+        check = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert list(stubs.call("Predict", slow_predict()).outputs["y"].float_val) == [2.5]
+        assert front.process.proc.wait(timeout=40) == 0
+    finally:
+        stubs.channel.close()
+        front.stop()
+        backend.stop()
+
+
 # --- three model servers --------------------------------------------------------------------------
 
 
