@@ -328,11 +328,14 @@ Target: worker RSS ≤ 60 MB — {verdict(rss_mb <= 60)} (largest: {rss_mb:.1f} 
 {SECTION_END}"""
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(
+    path: Path, section: str, start: str = SECTION_START, end: str = SECTION_END
+) -> None:
+    """Replace the text between the `start` and `end` markers with `section` (or append it)."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION_START in text:
-        before, rest = text.split(SECTION_START, 1)
-        after = rest.split(SECTION_END, 1)[1]
+    if start in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1]
         text = before + section + after
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
