@@ -338,6 +338,7 @@ Target: worker RSS ≤ 60 MB — {verdict(rss_mb <= 60)} (largest: {rss_mb:.1f} 
 def write_section(
     path: Path, section: str, start: str = SECTION_START, end: str = SECTION_END
 ) -> None:
+    """Replace the text between the `start` and `end` markers with `section` (or append it)."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     if start in text:
         before, rest = text.split(start, 1)

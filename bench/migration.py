@@ -64,10 +64,11 @@ def process_label(pid: int) -> str:
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     text = " ".join(a.decode(errors="replace") for a in argv if a)
     for needle, label in (
+        ("tfstack.cli", "tfstack up (supervisor)"),
         ("modelserver", "model server"),
+        ("grpc_server", "gateway gRPC front door"),
         ("gateway", "gateway gunicorn"),
         ("migration_flask_app", "Flask gunicorn"),
-        ("tfstack.cli", "tfstack up (supervisor)"),
     ):
         if needle in text:
             return label

@@ -11,6 +11,7 @@ import sys
 
 BENCHMARKS = [
     ["bench.gateway_overhead", "--write", "docs/benchmarks.md"],
+    ["bench.grpc_overhead", "--write", "docs/benchmarks.md"],
     ["bench.modelserver_throughput"],
     ["bench.balancing_scaling"],
     ["bench.balancing_admission_cost"],

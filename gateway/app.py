@@ -211,8 +211,8 @@ def _after(response: Response) -> Response:
     model = "-"
     if route is not None:
         model = gateway.upstream.model_label(route.model.name)
-        metrics.REQUESTS.labels(model, route.method, str(response.status_code)).inc()
-        metrics.REQUEST_DURATION.labels(model, route.method).observe(duration)
+        metrics.REQUESTS.labels(model, route.method, str(response.status_code), "rest").inc()
+        metrics.REQUEST_DURATION.labels(model, route.method, "rest").observe(duration)
     calls = CALLS.get() or []
     accesslog.log_request(
         gateway.access_log,

@@ -29,8 +29,9 @@ from prometheus_client.mmap_dict import MmapedDict
 
 log = logging.getLogger(__name__)
 
-METHODS = ("predict", "classify", "regress", "status", "metadata")
-RPCS = ("Predict", "Classify", "Regress", "GetModelMetadata", "GetModelStatus")
+METHODS = ("predict", "classify", "regress", "status", "metadata", "multi_inference")
+RPCS = ("Predict", "Classify", "Regress", "GetModelMetadata", "GetModelStatus", "MultiInference")
+PROTOCOLS = ("rest", "grpc")  # the front door a request came through (app.py, grpc_front.py)
 
 # Seconds; from sub-millisecond gateway overhead up to the longest sensible deadline.
 LATENCY_BUCKETS = (
@@ -39,13 +40,14 @@ LATENCY_BUCKETS = (
 
 REQUESTS = Counter(
     "tfstack_gateway_requests_total",
-    "REST requests answered, by model, REST method and HTTP status code.",
-    ["model", "method", "code"],
+    "Requests answered, by model, method, HTTP status code (a gRPC status as TF Serving maps it "
+    "to HTTP) and protocol (rest, grpc).",
+    ["model", "method", "code", "protocol"],
 )
 REQUEST_DURATION = Histogram(
     "tfstack_gateway_request_duration_seconds",
-    "Time from request received to response ready, by model and REST method.",
-    ["model", "method"],
+    "Time from request received to response ready, by model, method and protocol.",
+    ["model", "method", "protocol"],
     buckets=LATENCY_BUCKETS,
 )
 UPSTREAM_DURATION = Histogram(
@@ -61,7 +63,8 @@ UPSTREAM_ERRORS = Counter(
 )
 INFLIGHT = Gauge(
     "tfstack_gateway_inflight_requests",
-    "REST requests being handled right now, summed over live workers.",
+    "Requests being handled right now, summed over live workers (the gRPC front door's own "
+    "process reports its own).",
     multiprocess_mode="livesum",
 )
 

@@ -134,6 +134,11 @@ VARIABLES: dict[str, tuple[Callable[[str], object], str]] = {
     "model_max_inflight": (_model_limits, ""),
     "retry_after_s": (_int(1, 3600), "1"),
     "drain_delay_s": (_int(0, 3600), "0"),
+    # The gRPC front door (gateway/grpc_server.py, its own process; docs/gateway.md).
+    "grpc_bind": (_host_port, "0.0.0.0:8500"),
+    "grpc_ops_bind": (_host_port, "0.0.0.0:8081"),  # its /healthz, /readyz, /metrics
+    "grpc_threads": (_int(2, 1024), "32"),
+    "grpc_max_inflight": (_int(0, 100_000), "0"),  # 0: per ready endpoint, capped by grpc_threads
 }
 
 
@@ -166,6 +171,10 @@ class Settings:
     model_max_inflight: tuple[tuple[str, int], ...]
     retry_after_s: int
     drain_delay_s: int
+    grpc_bind: str
+    grpc_ops_bind: str
+    grpc_threads: int
+    grpc_max_inflight: int
 
     @classmethod
     def defaults(cls, **overrides: object) -> Settings:

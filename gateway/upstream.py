@@ -90,13 +90,28 @@ class CachedSignatures:
     version: int  # the version the backend resolved when the metadata was fetched
 
 
+# The service of each RPC the gateway forwards, for the raw (bytes in, bytes out) methods.
+_SERVICE_OF = {
+    "GetModelStatus": "tensorflow.serving.ModelService",
+    **dict.fromkeys(
+        ("Predict", "Classify", "Regress", "MultiInference", "GetModelMetadata"),
+        "tensorflow.serving.PredictionService",
+    ),
+}
+
+
 class _Client:
-    """A channel to one endpoint and its two stubs."""
+    """A channel to one endpoint, its two stubs, and raw methods for the gRPC front door."""
 
     def __init__(self, endpoint: Endpoint, options: list[tuple[str, Any]]) -> None:
         self.channel = grpc.insecure_channel(endpoint.address, options=options)
         self.prediction = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.model = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        # No serializers: the request's bytes go out as received, the answer's come back as is.
+        self.raw = {
+            rpc: self.channel.unary_unary(f"/{service}/{rpc}", _registered_method=True)
+            for rpc, service in _SERVICE_OF.items()
+        }
 
         def on_state(state: grpc.ChannelConnectivity) -> None:
             endpoint.state = state.name.lower()
@@ -169,9 +184,12 @@ class Upstream:
         """`name` once a backend has answered for it, else `_unknown` (bounded label values)."""
         return name if name in self._known_models else UNKNOWN_MODEL
 
-    def call(self, rpc: str, request: Any, model: str, deadline: Deadline) -> Any:
+    def call(
+        self, rpc: str, request: Any, model: str, deadline: Deadline, raw: bool = False
+    ) -> Any:
         """One unary call with the request's remaining deadline, retried on another endpoint
-        when that is safe and the retry budget allows (gateway/retry.py)."""
+        when that is safe and the retry budget allows (gateway/retry.py). With `raw`, `request`
+        is a serialized message and so is the answer (the gRPC front door forwards bytes)."""
         pool = self.pool
         self.retry.budget.record_request()
         tried: list[str] = []
@@ -183,7 +201,7 @@ class Upstream:
                 raise NoBackend(str(err)) from None
             tried.append(endpoint.address)
             try:
-                return self._attempt(endpoint, rpc, request, model, timeout)
+                return self._attempt(endpoint, rpc, request, model, timeout, raw)
             except grpc.RpcError as err:
                 decision = self.retry.decide(
                     code=err.code(), attempts=len(tried),
@@ -196,13 +214,14 @@ class Upstream:
                     raise _translate(err, endpoint, deadline) from None
 
     def _attempt(
-        self, endpoint: Endpoint, rpc: str, request: Any, model: str, timeout: float
+        self, endpoint: Endpoint, rpc: str, request: Any, model: str, timeout: float, raw: bool
     ) -> Any:
         started = time.perf_counter()
         error: str | None = None
         code = "OK"
+        method = endpoint.client.raw[rpc] if raw else endpoint.client.method(rpc)
         try:
-            response = endpoint.client.method(rpc)(request, timeout=timeout)
+            response = method(request, timeout=timeout)
             self._known_models.add(model)
             return response
         except grpc.RpcError as err:

@@ -1,8 +1,9 @@
 """`tfstack up`: the whole stack on one machine.
 
-It starts the local TF-Serving-compatible model server and the gateway under gunicorn, both on
-loopback. The model server serves the example models (`make models`), every model in a folder in
-TF Serving's layout (`--models DIR`), or a TF Serving model config file (`--model-config FILE`).
+It starts the local TF-Serving-compatible model server, the gateway under gunicorn and the
+gateway's gRPC front door, all on loopback. The model server serves the example models (`make
+models`), every model in a folder in TF Serving's layout (`--models DIR`), or a TF Serving model
+config file (`--model-config FILE`).
 It waits until both are ready, prints where they are and a `curl` that works, and on Ctrl-C or
 SIGTERM stops everything it started (each child runs in its own process group, so gunicorn's
 workers go too).
@@ -44,6 +45,15 @@ def _non_negative(text: str) -> int:
 def add_arguments(up: argparse.ArgumentParser) -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1", help="bind address for every process")
     up.add_argument("--gateway-port", type=int, default=8080)
+    up.add_argument(
+        "--gateway-grpc-port",
+        type=int,
+        default=8090,
+        help="the gateway's gRPC front door (TF Serving's gRPC API; 8500 is the model server's)",
+    )
+    up.add_argument(
+        "--gateway-grpc-ops-port", type=int, default=8091, help="its /healthz /readyz /metrics"
+    )
     up.add_argument("--grpc-port", type=int, default=8500, help="model server gRPC port")
     up.add_argument("--rest-port", type=int, default=8501, help="model server REST port")
     what = up.add_mutually_exclusive_group()
@@ -125,7 +135,8 @@ def _check_ports_free(host: str, ports: dict[str, int]) -> None:
     if busy:
         raise SystemExit(
             f"tfstack up: {', '.join(busy)} on {host} already in use "
-            "(another `tfstack up`?); choose others with --gateway-port/--grpc-port/--rest-port"
+            "(another `tfstack up`?); choose others with --gateway-port, --gateway-grpc-port, "
+            "--gateway-grpc-ops-port, --grpc-port, --rest-port"
         )
 
 
@@ -182,29 +193,48 @@ def _modelserver(args: argparse.Namespace, config: Path, batching: Path | None) 
     return ManagedProcess("model server", argv, args.run_dir / "modelserver.log", cwd=REPO)
 
 
-def _gateway(args: argparse.Namespace) -> ManagedProcess:
+def _gateway_env(args: argparse.Namespace) -> dict[str, str]:
+    """Both front doors' settings (the gRPC one ignores PROMETHEUS_MULTIPROC_DIR: one process)."""
     env = dict(os.environ)
     env.update(
         TFSTACK_BIND=f"{args.host}:{args.gateway_port}",
+        TFSTACK_GRPC_BIND=f"{args.host}:{args.gateway_grpc_port}",
+        TFSTACK_GRPC_OPS_BIND=f"{args.host}:{args.gateway_grpc_ops_port}",
         TFSTACK_BACKENDS=f"{args.host}:{args.grpc_port}",
         PROMETHEUS_MULTIPROC_DIR=str(args.run_dir / "gateway-metrics"),
     )
     if args.workers:
         env["TFSTACK_WORKERS"] = str(args.workers)
+    return env
+
+
+def _gateway(args: argparse.Namespace) -> ManagedProcess:
     argv = [
         str(VENV_BIN / "gunicorn"),
         "-c",
         str(REPO / "gateway" / "gunicorn.conf.py"),
         "gateway.app:create_app()",
     ]
+    env = _gateway_env(args)
     return ManagedProcess("gateway", argv, args.run_dir / "gateway.log", env=env, cwd=REPO)
+
+
+def _grpc_gateway(args: argparse.Namespace) -> ManagedProcess:
+    """The gateway's gRPC front door: its own process beside gunicorn."""
+    argv = [str(VENV_BIN / "python"), "-m", "gateway.grpc_server"]
+    env = _gateway_env(args)
+    log = args.run_dir / "gateway-grpc.log"
+    return ManagedProcess("gateway (gRPC)", argv, log, env=env, cwd=REPO)
 
 
 def _prometheus(args: argparse.Namespace) -> ManagedProcess:
     from observability.local import start_prometheus
 
     targets = {
-        "gateway": [f"{args.host}:{args.gateway_port}"],
+        "gateway": [
+            f"{args.host}:{args.gateway_port}",  # REST
+            f"{args.host}:{args.gateway_grpc_ops_port}",  # the gRPC front door
+        ],
         "tfserving": [f"{args.host}:{args.rest_port}"],
     }
     return start_prometheus(
@@ -248,10 +278,13 @@ def _banner(args: argparse.Namespace, served: repo.Served) -> str:
     return f"""
 tfstack is up.
   gateway      {gw}   (TF Serving REST API; /healthz /readyz /metrics)
+  gateway gRPC {args.host}:{args.gateway_grpc_port}   (TF Serving gRPC API; /healthz /readyz
+               /metrics at http://{args.host}:{args.gateway_grpc_ops_port})
   model server grpc {args.host}:{args.grpc_port}, rest http://{args.host}:{args.rest_port}
                (metrics at /monitoring/prometheus/metrics)
 {prometheus}  config       {served.config_path}
-  logs         {args.run_dir}/gateway.log, {args.run_dir}/modelserver.log
+  logs         {args.run_dir}/gateway.log, {args.run_dir}/gateway-grpc.log,
+               {args.run_dir}/modelserver.log
 
 Try it:
 {_try_lines(gw, served)}
@@ -264,7 +297,9 @@ def run(args: argparse.Namespace) -> int:
     args.run_dir.mkdir(parents=True, exist_ok=True)
     _check_ports_free(
         args.host,
-        {"gateway": args.gateway_port, "gRPC": args.grpc_port, "REST": args.rest_port}
+        {"gateway": args.gateway_port, "gateway gRPC": args.gateway_grpc_port,
+         "gateway gRPC ops": args.gateway_grpc_ops_port, "gRPC": args.grpc_port,
+         "REST": args.rest_port}
         | ({"Prometheus": args.prometheus_port} if args.with_prometheus else {}),
     )
     try:
@@ -279,6 +314,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
 
     server, gateway = _modelserver(args, config, batching), _gateway(args)
+    grpc_gateway = _grpc_gateway(args)
     started: list[ManagedProcess] = []
 
     def ready(proc: ManagedProcess, url: str) -> bool:
@@ -296,9 +332,11 @@ def run(args: argparse.Namespace) -> int:
         first = quote(next(iter(served.models)))
         if not ready(server, f"http://{args.host}:{args.rest_port}/v1/models/{first}"):
             return 0
-        print("starting the gateway ...", flush=True)
-        started.append(gateway.start())
+        print("starting the gateway (REST and gRPC) ...", flush=True)
+        started += [gateway.start(), grpc_gateway.start()]
         if not ready(gateway, f"http://{args.host}:{args.gateway_port}/readyz"):
+            return 0
+        if not ready(grpc_gateway, f"http://{args.host}:{args.gateway_grpc_ops_port}/readyz"):
             return 0
         if args.with_prometheus:
             print("starting Prometheus ...", flush=True)

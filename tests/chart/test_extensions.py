@@ -17,7 +17,8 @@ def test_extra_volumes_containers_and_env(everything, defaults, component):
     spec = pod_spec(everything, component)
     main = spec["containers"][0]
     assert main["name"] == component
-    assert [c["name"] for c in spec["containers"][1:]] == ["sidecar"]
+    ours = {"tfserving": [], "gateway": ["gateway-grpc"]}[component]  # the gRPC front door
+    assert [c["name"] for c in spec["containers"][1:]] == [*ours, "sidecar"]
     assert spec["initContainers"][-1]["name"] in ("prepare", "wait")
     extra_volume = {"tfserving": "scratch", "gateway": "certs"}[component]
     assert extra_volume in {v["name"] for v in spec["volumes"]}
@@ -25,7 +26,7 @@ def test_extra_volumes_containers_and_env(everything, defaults, component):
     assert any(e["name"].endswith("EXTRA") or e["name"] == "TF_CPP_MIN_LOG_LEVEL"
                for e in main["env"])
     plain = pod_spec(defaults, component)
-    assert len(plain["containers"]) == 1
+    assert len(plain["containers"]) == 1 + len(ours)
     assert [c["name"] for c in plain.get("initContainers", [])] == (
         ["copy-models"] if component == "tfserving" else []
     )

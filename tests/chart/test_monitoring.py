@@ -181,6 +181,7 @@ def test_notes_say_how_to_reach_the_gateway_and_predict():
     ) in notes
     assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
     assert "- digits from /models/digits (specific [1 2])" in notes
+    assert f"kubectl -n {NAMESPACE} port-forward svc/{RELEASE}-tfstack-gateway 8500:8500" in notes
 
 
 MONITORING_ON = (

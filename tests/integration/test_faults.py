@@ -33,13 +33,13 @@ REQUEST = HttpRequest("POST", PREDICT, b'{"instances": [1.0, 2.0, 5.0]}')
 class Replicas:
     """Model servers serving half_plus_two only (quick to load)."""
 
-    def __init__(self, tmp: Path, models_root: Path) -> None:
-        self.tmp, self.models_root = tmp, models_root
+    def __init__(self, tmp: Path, models_root: Path, *extra_flags: str) -> None:
+        self.tmp, self.models_root, self.extra_flags = tmp, models_root, extra_flags
         self.alive: list[ModelServerHandle] = []
 
     def start(self, count: int) -> list[ModelServerHandle]:
         flags = ("--model_name=half_plus_two",
-                 f"--model_base_path={self.models_root / 'half_plus_two'}")
+                 f"--model_base_path={self.models_root / 'half_plus_two'}", *self.extra_flags)
         started = [start_modelserver(self.tmp, None, *flags, wait=False) for _ in range(count)]
         for handle in started:  # in parallel: each loads TensorFlow for seconds
             handle.process.wait_until(

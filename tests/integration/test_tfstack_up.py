@@ -45,15 +45,33 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def grpc_predict(address: str) -> list[float]:
+    import grpc
+
+    from tfstack.protocol.proto import predict_pb2, prediction_service_pb2_grpc, types_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_two"
+    request.inputs["x"].dtype = types_pb2.DT_FLOAT
+    request.inputs["x"].tensor_shape.dim.add(size=3)
+    request.inputs["x"].float_val.extend([1.0, 2.0, 5.0])
+    with grpc.insecure_channel(address) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        return list(stub.Predict(request, timeout=30).outputs["y"].float_val)
+
+
 def start_up(tmp_path: Path, *flags: str) -> tuple[ManagedProcess, dict[str, int]]:
     """`tfstack up FLAGS` on free ports, once it has printed its banner."""
-    ports = {name: free_port() for name in ("gateway", "grpc", "rest", "prometheus")}
+    names = ("gateway", "gateway-grpc", "gateway-grpc-ops", "grpc", "rest", "prometheus")
+    ports = {name: free_port() for name in names}
     argv = [
         sys.executable,
         "-m",
         "tfstack.cli",
         "up",
         f"--gateway-port={ports['gateway']}",
+        f"--gateway-grpc-port={ports['gateway-grpc']}",
+        f"--gateway-grpc-ops-port={ports['gateway-grpc-ops']}",
         f"--grpc-port={ports['grpc']}",
         f"--rest-port={ports['rest']}",
         f"--prometheus-port={ports['prometheus']}",
@@ -91,6 +109,11 @@ def test_up_serves_the_examples_and_stops_without_orphans(stack, stop_signal):
     with urllib.request.urlopen(request, timeout=30) as resp:
         assert json.load(resp) == {"predictions": [2.5, 3.0, 4.5]}
 
+    # The gRPC front door answers TF Serving's gRPC API at the address the banner prints.
+    grpc_address = f"127.0.0.1:{ports['gateway-grpc']}"
+    assert grpc_address in banner
+    assert grpc_predict(grpc_address) == [2.5, 3.0, 4.5]
+
     # Prometheus came up with it and scrapes both the gateway and the model server.
     query = f"http://127.0.0.1:{ports['prometheus']}/api/v1/query?query=up"
     deadline = time.monotonic() + 30
@@ -103,7 +126,8 @@ def test_up_serves_the_examples_and_stops_without_orphans(stack, stop_signal):
     assert len(up) == 2 and set(up.values()) == {"1"}, up
 
     children = _descendants(proc.pid)
-    assert len(children) >= 4, "expected the model server, gunicorn master and workers, Prometheus"
+    assert len(children) >= 5, (
+        "expected the model server, gunicorn master and workers, the gRPC front door, Prometheus")
 
     # Signal only the `tfstack up` process itself, as a terminal's Ctrl-C or `kill` would.
     os.kill(proc.pid, stop_signal)

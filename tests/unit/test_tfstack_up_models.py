@@ -11,7 +11,10 @@ from model_repo.config import parse_batching_parameters
 from tfstack import cli, repo
 
 REPO = Path(__file__).resolve().parents[2]
-PORTS = ["--gateway-port=1", "--grpc-port=2", "--rest-port=3"]  # nothing listens there
+PORTS = [  # nothing listens there
+    "--gateway-port=1", "--grpc-port=2", "--rest-port=3", "--gateway-grpc-port=4",
+    "--gateway-grpc-ops-port=5",
+]
 
 
 @pytest.fixture(scope="module")

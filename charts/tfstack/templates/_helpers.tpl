@@ -267,6 +267,51 @@ Arguments of the readiness script: one per model, or "<name>/<version>" for each
 Seconds gunicorn may spend finishing requests in flight after the gateway's drain delay: what the
 grace period leaves, less 2 s for the exit itself (at least 1).
 */}}
+{{/*
+The gateway's settings (gateway/settings.py), shared by its REST container and its gRPC container
+(each adds its own, then `gateway.extraEnv`, which wins).
+*/}}
+{{- define "tfstack.gateway.env" -}}
+{{- $gw := .Values.gateway }}
+{{- $watch := eq $gw.discovery "endpointslices" }}
+- name: TFSTACK_BIND
+  value: "0.0.0.0:8080"
+- name: TFSTACK_WORKERS
+  value: {{ $gw.workers | quote }}
+- name: TFSTACK_THREADS
+  value: {{ $gw.threads | quote }}
+- name: TFSTACK_DEADLINE_MS
+  value: {{ $gw.deadlineMs | quote }}
+- name: TFSTACK_MAX_BODY_BYTES
+  value: {{ $gw.maxBodyBytes | int64 | quote }}
+- name: TFSTACK_GRPC_MAX_MESSAGE_BYTES
+  value: {{ $gw.grpcMaxMessageBytes | int64 | quote }}
+- name: TFSTACK_LOG_LEVEL
+  value: {{ $gw.logLevel | quote }}
+# Endpoint discovery: the TF Serving headless Service, by DNS name or by its EndpointSlices.
+- name: TFSTACK_DISCOVERY
+  value: {{ $gw.discovery | quote }}
+- name: TFSTACK_BACKENDS
+  value: "{{ include "tfstack.tfserving.fullname" . }}.{{ .Release.Namespace }}.svc.{{ .Values.clusterDomain }}:8500"
+{{- if $watch }}
+- name: TFSTACK_DISCOVERY_SERVICE
+  value: {{ include "tfstack.tfserving.fullname" . | quote }}
+- name: TFSTACK_DISCOVERY_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: TFSTACK_DISCOVERY_PORT_NAME
+  value: grpc
+{{- end }}
+# On SIGTERM: /readyz 503 and serving on for the drain delay (endpoint removal reaches
+# kube-proxy, clients and the Ingress meanwhile), then a graceful stop that lets requests
+# in flight finish within what the grace period leaves (less 2 s for the exit itself).
+- name: TFSTACK_DRAIN_DELAY_S
+  value: {{ $gw.drainDelaySeconds | quote }}
+- name: TFSTACK_GRACEFUL_TIMEOUT_S
+  value: {{ include "tfstack.gateway.gracefulTimeout" . | quote }}
+{{- end }}
+
 {{- define "tfstack.gateway.gracefulTimeout" -}}
 {{- $gw := .Values.gateway }}
 {{- max 1 (sub (sub (int $gw.terminationGracePeriodSeconds) (int $gw.drainDelaySeconds)) 2) }}
