@@ -370,6 +370,7 @@ def test_gateway_accepts_the_environment_the_chart_gives_it(scenario):
     settings = load_settings(env)
     assert settings.bind == "0.0.0.0:8080"
     assert settings.workers == 2 and settings.deadline_ms == 10000
+    assert (settings.worker_class, settings.max_inflight_per_endpoint) == ("gevent", 32)
     discovery = DiscoveryConfig.from_settings(settings)
     assert discovery.mode == env["TFSTACK_DISCOVERY"]
     if discovery.mode == "endpointslices":
@@ -381,3 +382,18 @@ def test_gateway_accepts_the_environment_the_chart_gives_it(scenario):
     else:
         dns_name = f"{RELEASE}-tfstack-tfserving.serving.svc.cluster.local:8500"
         assert discovery.backends == (dns_name,)
+
+
+def test_gateway_worker_model_and_admission_are_values():
+    from gateway.settings import load_settings
+
+    container = render(
+        "--set", "gateway.workerClass=gthread", "--set", "gateway.maxInflightPerEndpoint=8"
+    ).container("gateway")
+    env = {v["name"]: v.get("value", "serving") for v in container["env"]}
+    settings = load_settings(env)
+    assert (settings.worker_class, settings.threads, settings.max_inflight_per_endpoint) == (
+        "gthread",
+        8,
+        8,
+    )

@@ -280,6 +280,12 @@ The gateway's settings (gateway/settings.py), shared by its REST container and i
   value: {{ $gw.workers | quote }}
 - name: TFSTACK_THREADS
   value: {{ $gw.threads | quote }}
+- name: TFSTACK_WORKER_CLASS
+  value: {{ $gw.workerClass | quote }}
+- name: TFSTACK_WORKER_CONNECTIONS
+  value: {{ $gw.workerConnections | quote }}
+- name: TFSTACK_MAX_INFLIGHT_PER_ENDPOINT
+  value: {{ $gw.maxInflightPerEndpoint | quote }}
 - name: TFSTACK_DEADLINE_MS
   value: {{ $gw.deadlineMs | quote }}
 - name: TFSTACK_MAX_BODY_BYTES
