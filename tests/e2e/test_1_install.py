@@ -54,6 +54,46 @@ def test_prediction_through_the_gateway_service(release):
         assert canary.json()["model_spec"]["version"] == "2"
 
 
+def test_grpc_prediction_through_the_gateway_service(release):
+    """TF Serving's gRPC API at the gateway Service's `grpc` port: the front door container (Ready
+    through the kubelet's native gRPC probe) forwards a tensorflow-serving-api client's calls."""
+    import grpc
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import (
+        get_model_status_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
+
+    for pod in release.pods("gateway"):
+        names = {c["name"]: c["ready"] for c in pod["status"]["containerStatuses"]}
+        assert names == {"gateway": True, "gateway-grpc": True}, release.describe()
+    with release.service_url(f"{release.fullname}-gateway", 8500) as url:
+        channel = grpc.insecure_channel(url.removeprefix("http://"))
+        try:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "half_plus_two"
+            request.inputs["x"].CopyFrom(
+                tf.make_tensor_proto(np.array([1.0, 2.0, 5.0], np.float32)))
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            answer = stub.Predict(request, timeout=10)
+            assert tf.make_ndarray(answer.outputs["y"]).tolist() == [2.5, 3.0, 4.5]
+            status = get_model_status_pb2.GetModelStatusRequest()
+            status.model_spec.name = "digits"
+            versions = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+                status, timeout=10).model_version_status
+            assert sorted(v.version for v in versions) == [1, 2]
+            missing = predict_pb2.PredictRequest()
+            missing.model_spec.name = "no_such_model"
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Predict(missing, timeout=10)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND, err.value.details()
+        finally:
+            channel.close()
+
+
 def test_tf_serving_exports_prometheus_metrics(release):
     pod = release.pods("tfserving")[0]
     with release.pod_url(pod, 8501) as url:
