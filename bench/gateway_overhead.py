@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.docsection import write_section
 from gateway.settings import load_settings
 from model_repo.data import digits_split
 from tfstack.procs import ManagedProcess, free_port, port_open
@@ -335,20 +336,6 @@ Target: worker RSS ≤ 60 MB — {verdict(rss_mb <= 60)} (largest: {rss_mb:.1f} 
 {SECTION_END}"""
 
 
-def write_section(
-    path: Path, section: str, start: str = SECTION_START, end: str = SECTION_END
-) -> None:
-    """Replace the text between the `start` and `end` markers with `section` (or append it)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if start in text:
-        before, rest = text.split(start, 1)
-        after = rest.split(end, 1)[1]
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -391,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
     print(section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, section, SECTION_START, SECTION_END)
     return 0
 
 

@@ -28,13 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.docsection import write_section
 from bench.gateway_overhead import (
     BODY_TEXT,
     cpu_seconds,
     percentile,
     request_body,
     start_modelserver,
-    write_section,
 )
 from bench.loadgen import PinnedGrpcTarget, run
 from tfstack.procs import ManagedProcess, free_port, port_open

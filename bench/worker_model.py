@@ -37,13 +37,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.docsection import write_section
 from bench.gateway_overhead import (
     cpu_seconds,
     group_pids,
     memory_kib,
     start_gunicorn,
     start_modelserver,
-    write_section,
 )
 from bench.modelserver_throughput import WRK_SCRIPT, _body, run_wrk
 from bench.slowclients import SlowClients, raise_fd_limit
