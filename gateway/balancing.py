@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,8 @@ class Endpoint:
     last_error: str = ""
     state: str = "idle"  # updated by the connectivity watcher: idle|connecting|ready|...
     client: Any = field(default=None, repr=False)
+    added_at: float = field(default_factory=time.time)  # wall clock, when discovery added it
+    first_request_at: float | None = None  # wall clock, when it was first chosen
 
 
 class NoEndpoint(LookupError):
@@ -91,6 +94,8 @@ class EndpointPool:
                 chosen = a if a.outstanding <= b.outstanding else b
             chosen.outstanding += 1
             chosen.requests += 1
+            if chosen.first_request_at is None:
+                chosen.first_request_at = time.time()
             if chosen.client is None:
                 chosen.client = self._connect(chosen)
             return chosen
@@ -146,6 +151,8 @@ class EndpointPool:
                     "requests": e.requests,
                     "failures": e.failures,
                     "last_error": e.last_error,
+                    "added_at": e.added_at,
+                    "first_request_at": e.first_request_at,
                     **({"health": health[e.address]} if e.address in health else {}),
                 }
                 for e in self._endpoints

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -57,6 +58,18 @@ def test_snapshot_reports_state_outstanding_and_failures():
     assert snap["address"] == "h0:1" and snap["outstanding"] == 0
     assert snap["requests"] == 1 and snap["failures"] == 1
     assert snap["last_error"] == "UNAVAILABLE: connection refused"
+
+
+def test_snapshot_reports_when_an_endpoint_was_added_and_first_chosen():
+    pool = pool_of(1)
+    before = time.time()
+    pool.update(["h0:1", "new:1"])
+    new = next(row for row in pool.snapshot() if row["address"] == "new:1")
+    assert new["first_request_at"] is None and new["added_at"] >= before
+    while pool.acquire().address != "new:1":
+        pass
+    new = next(row for row in pool.snapshot() if row["address"] == "new:1")
+    assert new["added_at"] <= new["first_request_at"] <= time.time()
 
 
 def test_empty_pool():
