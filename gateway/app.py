@@ -67,7 +67,7 @@ def v1(_path: str) -> Response:
     route = routes.resolve(request.method, path)
     g.route = route
     gateway = _gateway()
-    deadline = Deadline.start(_timeout_ms(gateway.settings.deadline_ms))
+    deadline = Deadline.capped(_asked_timeout_ms(), gateway.settings.deadline_ms)
     raw = request.get_data(cache=False) if request.method == "POST" else b""
     # Admission once the body is in: a client still sending (slow, or stalled) holds no slot, only
     # its connection (a greenlet under gevent); admitted work is work the backends can start.
@@ -91,17 +91,18 @@ def _raw_path() -> str:
     return raw.split("?", 1)[0]
 
 
-def _timeout_ms(default_ms: int) -> int:
+def _asked_timeout_ms() -> int | None:
+    """The client's deadline from its header, None when it sent none."""
     raw = request.headers.get(TIMEOUT_HEADER)
     if raw is None:
-        return default_ms
+        return None
     try:
         asked = int(raw)
     except ValueError:
         raise BadTimeoutHeader(TIMEOUT_HEADER, raw) from None
     if asked <= 0:
         raise BadTimeoutHeader(TIMEOUT_HEADER, raw)
-    return min(default_ms, asked)
+    return asked
 
 
 def _cors_preflight() -> Response:

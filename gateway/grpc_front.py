@@ -160,7 +160,9 @@ class FrontDoor:
         self, rpc: str, request: bytes, model: str, context: grpc.ServicerContext
     ) -> bytes:
         # The client's deadline (none: effectively infinite) capped by the gateway's.
-        deadline = Deadline.start(min(self.deadline_ms, context.time_remaining() * 1000))
+        remaining = context.time_remaining()  # None when the client set no deadline
+        deadline = Deadline.capped(None if remaining is None else remaining * 1000,
+                                   self.deadline_ms)
         key = model or None
         rejection = self.admission.try_acquire(key)
         if rejection is not None:

@@ -69,10 +69,20 @@ class Deadline:
 
     timeout_ms: float
     started: float
+    # The client asked for less than the gateway's own deadline: running out of it says nothing
+    # about the backend (a 50 ms budget for a 100 ms model must not eject a healthy replica).
+    client_shortened: bool = False
 
     @classmethod
     def start(cls, timeout_ms: float) -> Deadline:
         return cls(timeout_ms, time.monotonic())
+
+    @classmethod
+    def capped(cls, asked_ms: float | None, cap_ms: float) -> Deadline:
+        """The client's deadline (`None`: none given) capped by the gateway's `cap_ms`."""
+        if asked_ms is None or asked_ms >= cap_ms:
+            return cls(cap_ms, time.monotonic())
+        return cls(asked_ms, time.monotonic(), client_shortened=True)
 
     def left_s(self) -> float:
         return self.timeout_ms / 1000 - (time.monotonic() - self.started)
@@ -201,7 +211,8 @@ class Upstream:
                 raise NoBackend(str(err)) from None
             tried.append(endpoint.address)
             try:
-                return self._attempt(endpoint, rpc, request, model, timeout, raw)
+                return self._attempt(endpoint, rpc, request, model, timeout, raw,
+                                     judge=not deadline.client_shortened)
             except grpc.RpcError as err:
                 decision = self.retry.decide(
                     code=err.code(), attempts=len(tried),
@@ -214,8 +225,11 @@ class Upstream:
                     raise _translate(err, endpoint, deadline) from None
 
     def _attempt(
-        self, endpoint: Endpoint, rpc: str, request: Any, model: str, timeout: float, raw: bool
+        self, endpoint: Endpoint, rpc: str, request: Any, model: str, timeout: float, raw: bool,
+        judge: bool = True,
     ) -> Any:
+        """One call on `endpoint`; its outcome counts for the endpoint's health, except a
+        DEADLINE_EXCEEDED when not `judge` (the client's own short deadline ran out)."""
         started = time.perf_counter()
         error: str | None = None
         code = "OK"
@@ -233,7 +247,8 @@ class Upstream:
         finally:
             elapsed = time.perf_counter() - started
             self.pool.release(endpoint, error)
-            self.health.record(endpoint.address, code)
+            if judge or code != "DEADLINE_EXCEEDED":
+                self.health.record(endpoint.address, code)
             label = self.model_label(model)
             metrics.UPSTREAM_DURATION.labels(label, rpc).observe(elapsed)
             calls = CALLS.get()

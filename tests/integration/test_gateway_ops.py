@@ -81,6 +81,33 @@ def test_default_deadline_applies_without_the_header(tmp_path, backend):
     assert "400 ms" in resp.json()["error"]
 
 
+def _health_state(url: str, address: str) -> str:
+    rows = requests.get(url + "/debug/endpoints", timeout=5).json()["endpoints"]
+    return next(row for row in rows if row["address"] == address)["health"]["state"]
+
+
+def test_a_clients_short_deadline_does_not_eject_a_slow_but_healthy_replica(tmp_path):
+    """The client asks for 50 ms of a model that takes 300 ms: each call is a 504, but that is the
+    client's budget running out, not the replica failing. Without the header the same calls run
+    out the gateway's own deadline, which does count: the replica is ejected after 3."""
+    slow = FakeBackend(delay_s=0.3)
+    handle = start_gateway(tmp_path, [slow.address], workers=1, deadline_ms=150)
+    try:
+        short = [requests.post(handle.url + PREDICT, data=BODY, timeout=10,
+                               headers={"X-Request-Timeout-Ms": "50"}).status_code
+                 for _ in range(6)]
+        after_short = _health_state(handle.url, slow.address)
+        own = [requests.post(handle.url + PREDICT, data=BODY, timeout=10).status_code
+               for _ in range(3)]
+        after_own = _health_state(handle.url, slow.address)
+    finally:
+        handle.stop()
+        slow.stop()
+    assert short == [504] * 6 and own == [504] * 3
+    assert after_short == "ready", "the client's own short deadlines ejected the replica"
+    assert after_own == "ejected", "the gateway's deadline, missed 3 times in a row, ejects"
+
+
 def test_body_over_the_limit_is_a_413(gw):
     big = '{"instances": [' + ",".join(["1.0"] * 10_000) + "]}"
     resp = requests.post(gw.url + PREDICT, data=big, timeout=10)
