@@ -23,9 +23,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from gateway import accesslog, metrics
 from gateway.admission import Admission, thread_cap
 from gateway.discovery import split_host_port
-from gateway.grpc_front import MODEL_SERVICE, PREDICTION_SERVICE, FrontDoor
+from gateway.grpc_front import FrontDoor
 from gateway.settings import Settings
 from gateway.upstream import Upstream
+from tfstack.protocol.rpcs import MODEL_SERVICE, PREDICTION_SERVICE
 
 log = logging.getLogger(__name__)
 _SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -32,20 +32,10 @@ from gateway.errors import DeadlineExceeded, NoBackend, Overloaded, UpstreamErro
 from gateway.upstream import CALLS, Deadline, Upstream
 from tfstack.protocol.errors import ProtocolError, http_status_for
 from tfstack.protocol.proto import _pool, model_pb2
+from tfstack.protocol.rpcs import MODEL_SERVICE, PREDICTION_SERVICE, RPCS
 
 log = logging.getLogger(__name__)
 
-PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
-MODEL_SERVICE = "tensorflow.serving.ModelService"
-# RPC -> (service, the `method` label of the request metrics, as REST names the same call)
-RPCS: dict[str, tuple[str, str]] = {
-    "Predict": (PREDICTION_SERVICE, "predict"),
-    "Classify": (PREDICTION_SERVICE, "classify"),
-    "Regress": (PREDICTION_SERVICE, "regress"),
-    "MultiInference": (PREDICTION_SERVICE, "multi_inference"),
-    "GetModelMetadata": (PREDICTION_SERVICE, "metadata"),
-    "GetModelStatus": (MODEL_SERVICE, "status"),
-}
 RELOAD_REFUSED = (
     "HandleReloadConfigRequest is not forwarded by the tfstack gateway: it would reach one "
     "replica of many. Change the served models in the model config (the chart's `models` values) "
@@ -129,8 +119,10 @@ class FrontDoor:
         methods: dict[str, dict[str, grpc.RpcMethodHandler]] = {
             PREDICTION_SERVICE: {}, MODEL_SERVICE: {}
         }
-        for rpc, (service, _label) in RPCS.items():
-            methods[service][rpc] = grpc.unary_unary_rpc_method_handler(self._forwarder(rpc))
+        for rpc in RPCS.values():
+            methods[rpc.service][rpc.name] = grpc.unary_unary_rpc_method_handler(
+                self._forwarder(rpc.name)
+            )
         methods[MODEL_SERVICE]["HandleReloadConfigRequest"] = grpc.unary_unary_rpc_method_handler(
             _refuse_reload
         )
@@ -178,7 +170,7 @@ class FrontDoor:
         self, rpc: str, model: str, code: grpc.StatusCode, seconds: float, size: int,
         context: grpc.ServicerContext,
     ) -> None:
-        service, method = RPCS[rpc]
+        service, method = RPCS[rpc].service, RPCS[rpc].rest_method
         label = self.upstream.model_label(model)
         status = http_status_for(code)  # the `code` label means the same for both protocols
         metrics.REQUESTS.labels(label, method, str(status), "grpc").inc()

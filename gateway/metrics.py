@@ -29,8 +29,6 @@ from prometheus_client.mmap_dict import MmapedDict
 
 log = logging.getLogger(__name__)
 
-METHODS = ("predict", "classify", "regress", "status", "metadata", "multi_inference")
-RPCS = ("Predict", "Classify", "Regress", "GetModelMetadata", "GetModelStatus", "MultiInference")
 PROTOCOLS = ("rest", "grpc")  # the front door a request came through (app.py, grpc_front.py)
 
 # Seconds; from sub-millisecond gateway overhead up to the longest sensible deadline.

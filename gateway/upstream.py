@@ -32,6 +32,7 @@ from tfstack.protocol.proto import (
     prediction_service_pb2_grpc,
 )
 from tfstack.protocol.routes import ModelRef
+from tfstack.protocol.rpcs import RPCS
 
 UNKNOWN_MODEL = "_unknown"  # metrics label for a model the backend has not confirmed
 # (address, rpc, milliseconds) of each backend call the current request made, for the access log.
@@ -100,16 +101,6 @@ class CachedSignatures:
     version: int  # the version the backend resolved when the metadata was fetched
 
 
-# The service of each RPC the gateway forwards, for the raw (bytes in, bytes out) methods.
-_SERVICE_OF = {
-    "GetModelStatus": "tensorflow.serving.ModelService",
-    **dict.fromkeys(
-        ("Predict", "Classify", "Regress", "MultiInference", "GetModelMetadata"),
-        "tensorflow.serving.PredictionService",
-    ),
-}
-
-
 class _Client:
     """A channel to one endpoint, its two stubs, and raw methods for the gRPC front door."""
 
@@ -119,8 +110,8 @@ class _Client:
         self.model = model_service_pb2_grpc.ModelServiceStub(self.channel)
         # No serializers: the request's bytes go out as received, the answer's come back as is.
         self.raw = {
-            rpc: self.channel.unary_unary(f"/{service}/{rpc}", _registered_method=True)
-            for rpc, service in _SERVICE_OF.items()
+            rpc.name: self.channel.unary_unary(rpc.path, _registered_method=True)
+            for rpc in RPCS.values()
         }
 
         def on_state(state: grpc.ChannelConnectivity) -> None:

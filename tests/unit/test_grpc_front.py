@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from gateway.errors import DeadlineExceeded, NoBackend, Overloaded, UpstreamError
-from gateway.grpc_front import RPCS, grpc_status, model_name
+from gateway.grpc_front import grpc_status, model_name
 from gateway.settings import SettingsError, load_settings
 from tfstack.protocol.proto import (
     classification_pb2,
@@ -22,6 +22,7 @@ from tfstack.protocol.proto import (
     regression_pb2,
     types_pb2,
 )
+from tfstack.protocol.rpcs import RPCS
 
 REPO = Path(__file__).resolve().parents[2]
 
