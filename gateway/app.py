@@ -18,9 +18,10 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 
 from gateway import accesslog, metrics, service
 from gateway.admission import Admission, thread_cap
-from gateway.errors import BadTimeoutHeader, Overloaded, register_error_handlers
+from gateway.domain import BadTimeoutHeader, Deadline, Overloaded
+from gateway.errors import register_error_handlers
 from gateway.settings import Settings, load_settings
-from gateway.upstream import CALLS, Deadline, Upstream
+from gateway.upstream import CALLS, Upstream
 from tfstack.protocol import codec, routes
 from tfstack.protocol.errors import MissingOrigin
 

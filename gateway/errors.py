@@ -1,7 +1,8 @@
-"""The gateway's errors and the one handler that renders them.
+"""REST's rendering of the gateway's errors: the one handler.
 
-Every error answered on purpose is a `tfstack.protocol.errors.ProtocolError` (the codec's and the
-routes' included): it carries its HTTP status and TF Serving's text, and one handler renders it.
+Every error answered on purpose is a `tfstack.protocol.errors.ProtocolError` (the codec's, the
+routes' and the gateway's own in domain.py): it carries its HTTP status and TF Serving's text, and
+one handler renders it.
 Views raise; they never build error responses. Messages follow TF Serving's REST API (the texts
 and status mapping are listed in docs/gateway.md, Errors) so the gateway is a drop-in.
 """
@@ -13,50 +14,11 @@ import logging
 from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from gateway.domain import PayloadTooLarge
 from tfstack.protocol.codec import dumps
-from tfstack.protocol.errors import BadRequest, ProtocolError, StatusError
+from tfstack.protocol.errors import ProtocolError
 
 log = logging.getLogger("tfstack.gateway")
-
-
-class BadTimeoutHeader(BadRequest):
-    def __init__(self, header: str, raw: str) -> None:
-        super().__init__(f"{header} must be a positive integer (milliseconds), got {raw!r}")
-
-
-class PayloadTooLarge(ProtocolError):
-    status = 413
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"Request body larger than {limit} bytes (TFSTACK_MAX_BODY_BYTES)")
-
-
-class DeadlineExceeded(ProtocolError):
-    status = 504
-
-    def __init__(self, timeout_ms: float) -> None:
-        super().__init__(f"Deadline Exceeded: no answer from the backend in {timeout_ms:.0f} ms")
-
-
-class NoBackend(ProtocolError):
-    status = 503
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(f"No backend available: {detail}")
-
-
-class Overloaded(ProtocolError):
-    """Refused by admission control (gateway/admission.py): come back after `Retry-After`."""
-
-    status = 429
-
-    def __init__(self, reason: str, retry_after_s: int) -> None:
-        super().__init__(f"Too many requests in flight ({reason}); retry after {retry_after_s}s")
-        self.headers["Retry-After"] = str(retry_after_s)
-
-
-class UpstreamError(StatusError):
-    """A backend's gRPC error, passed through with TF Serving's status mapping and message."""
 
 
 def json_error(status: int, message: str, **extra: object) -> Response:

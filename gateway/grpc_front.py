@@ -28,8 +28,8 @@ from google.protobuf.message import DecodeError
 
 from gateway import accesslog, metrics
 from gateway.admission import Admission
-from gateway.errors import DeadlineExceeded, NoBackend, Overloaded, UpstreamError
-from gateway.upstream import CALLS, Deadline, Upstream
+from gateway.domain import Deadline, DeadlineExceeded, NoBackend, Overloaded, UpstreamError
+from gateway.upstream import CALLS, Upstream
 from tfstack.protocol.errors import ProtocolError, http_status_for
 from tfstack.protocol.proto import _pool, model_pb2
 from tfstack.protocol.rpcs import MODEL_SERVICE, PREDICTION_SERVICE, RPCS

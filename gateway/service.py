@@ -12,8 +12,8 @@ from typing import Any
 
 import grpc
 
-from gateway.errors import UpstreamError
-from gateway.upstream import CachedSignatures, Deadline, Upstream
+from gateway.domain import Deadline, UpstreamError
+from gateway.upstream import Upstream
 from tfstack.protocol import codec
 from tfstack.protocol.proto import (
     classification_pb2,
@@ -28,11 +28,7 @@ DEFAULT_SIGNATURE = "serving_default"
 
 def predict(upstream: Upstream, model: ModelRef, raw: bytes, deadline: Deadline) -> dict:
     body = codec.parse_json(raw)
-    cached, from_cache = upstream.signatures(model, deadline)
-    if from_cache and _asks_for_unknown_signature(body, cached):
-        # The model may have been replaced by a version with other signatures: look again once.
-        upstream.forget(model)
-        cached, _ = upstream.signatures(model, deadline)
+    cached = upstream.signatures(model, deadline, wanted=_requested_signature(body))
     call = codec.decode_predict_body(body, cached.signatures)
     request = predict_pb2.PredictRequest(
         model_spec=model.spec(call.signature_name), inputs=call.inputs
@@ -45,7 +41,7 @@ def predict(upstream: Upstream, model: ModelRef, raw: bytes, deadline: Deadline)
             if hint is not None:
                 err.extra["hint"] = hint
         raise
-    upstream.observe_version(model, response.model_spec.version.value)
+    upstream.signature_cache.observe_version(model, response.model_spec.version.value)
     return codec.encode_predict_response(response.outputs, call.row_format)
 
 
@@ -93,8 +89,9 @@ HANDLERS = {
 }
 
 
-def _asks_for_unknown_signature(body: Any, cached: CachedSignatures) -> bool:
+def _requested_signature(body: Any) -> str | None:
+    """The signature a predict body asks for (None if it cannot say: the codec's error will)."""
     if not isinstance(body, dict):
-        return False
+        return None
     name = body.get("signature_name") or DEFAULT_SIGNATURE
-    return isinstance(name, str) and name not in cached.signatures
+    return name if isinstance(name, str) else None

@@ -1,4 +1,5 @@
-"""The gateway's gRPC side: channels and stubs per worker, deadlines, error translation, signatures.
+"""The backend client: channels and stubs per worker, balancing, retries, deadlines, error
+translation, and fetching signatures into the cache (signatures.py).
 
 Nothing here touches the network at import time or in the gunicorn master: the endpoint pool (one
 channel per backend endpoint) is built lazily on first use in each worker process, and rebuilt if
@@ -12,7 +13,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -20,12 +20,12 @@ import grpc
 from gateway import metrics
 from gateway.balancing import Endpoint, EndpointPool, NoEndpoint
 from gateway.discovery import Discovery, DiscoveryConfig
-from gateway.errors import DeadlineExceeded, NoBackend, UpstreamError
+from gateway.domain import CachedSignatures, Deadline, DeadlineExceeded, NoBackend, UpstreamError
 from gateway.health import HealthTracker, Prober
 from gateway.readiness import ReadinessCheck
 from gateway.retry import RETRY, RetryPolicy
 from gateway.settings import Settings
-from tfstack.protocol import codec
+from gateway.signatures import SignatureCache
 from tfstack.protocol.proto import (
     get_model_metadata_pb2,
     model_service_pb2_grpc,
@@ -64,43 +64,6 @@ def channel_options(settings: Settings) -> list[tuple[str, Any]]:
     ]
 
 
-@dataclass
-class Deadline:
-    """The time budget of one client request, shared by every backend call it makes."""
-
-    timeout_ms: float
-    started: float
-    # The client asked for less than the gateway's own deadline: running out of it says nothing
-    # about the backend (a 50 ms budget for a 100 ms model must not eject a healthy replica).
-    client_shortened: bool = False
-
-    @classmethod
-    def start(cls, timeout_ms: float) -> Deadline:
-        return cls(timeout_ms, time.monotonic())
-
-    @classmethod
-    def capped(cls, asked_ms: float | None, cap_ms: float) -> Deadline:
-        """The client's deadline (`None`: none given) capped by the gateway's `cap_ms`."""
-        if asked_ms is None or asked_ms >= cap_ms:
-            return cls(cap_ms, time.monotonic())
-        return cls(asked_ms, time.monotonic(), client_shortened=True)
-
-    def left_s(self) -> float:
-        return self.timeout_ms / 1000 - (time.monotonic() - self.started)
-
-    def remaining_s(self) -> float:
-        left = self.left_s()
-        if left <= 0:
-            raise DeadlineExceeded(self.timeout_ms)
-        return left
-
-
-@dataclass(frozen=True)
-class CachedSignatures:
-    signatures: dict[str, codec.Signature]
-    version: int  # the version the backend resolved when the metadata was fetched
-
-
 class _Client:
     """A channel to one endpoint, its two stubs, and raw methods for the gRPC front door."""
 
@@ -133,7 +96,7 @@ class Upstream:
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._pool: EndpointPool | None = None
-        self._signatures: dict[ModelRef, CachedSignatures] = {}
+        self.signature_cache = SignatureCache()
         self._known_models: set[str] = set()
         self.health = HealthTracker()
         self._check = ReadinessCheck(settings.ready_models, min(1.0, settings.deadline_ms / 1000))
@@ -166,7 +129,7 @@ class Upstream:
             disconnect=lambda e: e.client.close(),
         )
         self._pid = os.getpid()
-        self._signatures.clear()
+        self.signature_cache.clear()
         self._discovery = DiscoveryConfig.from_settings(self.settings).build()
         self._discovery.subscribe(self._pool.update)
         self._discovery.start()
@@ -260,32 +223,27 @@ class Upstream:
 
     # -- signatures ----------------------------------------------------------------------------
     def metadata(self, model: ModelRef, deadline: Deadline) -> Any:
+        """GetModelMetadata (its signatures refresh this worker's cache)."""
+        response = self._fetch_metadata(model, deadline)
+        self.signature_cache.store(model, response)
+        return response
+
+    def _fetch_metadata(self, model: ModelRef, deadline: Deadline) -> Any:
         request = get_model_metadata_pb2.GetModelMetadataRequest(
             model_spec=model.spec(), metadata_field=["signature_def"]
         )
-        response = self.call("GetModelMetadata", request, model.name, deadline)
-        self._signatures[model] = CachedSignatures(
-            codec.signatures_from_metadata(response), response.model_spec.version.value
-        )
-        return response
+        return self.call("GetModelMetadata", request, model.name, deadline)
 
-    def signatures(self, model: ModelRef, deadline: Deadline) -> tuple[CachedSignatures, bool]:
-        """The model's signatures and whether they came from this worker's cache."""
+    def signatures(
+        self, model: ModelRef, deadline: Deadline, wanted: str | None = None
+    ) -> CachedSignatures:
+        """The model's signatures: from this worker's cache unless absent or lacking `wanted`
+        (see signatures.py), else fetched."""
         self.pool  # noqa: B018 (a fork since the last call empties the cache)
-        cached = self._signatures.get(model)
+        cached = self.signature_cache.lookup(model, wanted)
         if cached is not None:
-            return cached, True
-        self.metadata(model, deadline)
-        return self._signatures[model], False
-
-    def observe_version(self, model: ModelRef, version: int) -> None:
-        """A response came from `version`: drop a cache entry fetched from another version."""
-        cached = self._signatures.get(model)
-        if cached is not None and cached.version != version:
-            self._signatures.pop(model, None)
-
-    def forget(self, model: ModelRef) -> None:
-        self._signatures.pop(model, None)
+            return cached
+        return self.signature_cache.store(model, self._fetch_metadata(model, deadline))
 
     # -- readiness ---------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, list[dict[str, object]]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gateway.errors import DeadlineExceeded, NoBackend, Overloaded, UpstreamError
+from gateway.domain import DeadlineExceeded, NoBackend, Overloaded, UpstreamError
 from gateway.grpc_front import grpc_status, model_name
 from gateway.settings import SettingsError, load_settings
 from tfstack.protocol.proto import (
