@@ -33,7 +33,7 @@ def start_stack(tmp: Path, replicas: int):
     sys.path.insert(0, str(REPO))
     from tests.fixtures.gateway import start_gateway
     from tests.fixtures.modelserver import start_modelserver
-    from tfstack.procs import port_open
+    from tfstack.runtime.procs import port_open
 
     models = REPO / "model_repo" / "models" / "half_plus_two"
     servers = [start_modelserver(tmp, None, "--model_name=half_plus_two",

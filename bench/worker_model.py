@@ -47,7 +47,7 @@ from bench.gateway_overhead import (
 )
 from bench.modelserver_throughput import WRK_SCRIPT, _body, run_wrk
 from bench.slowclients import SlowClients, raise_fd_limit
-from tfstack.procs import ManagedProcess
+from tfstack.runtime.procs import ManagedProcess
 
 REPO = Path(__file__).resolve().parent.parent
 PATH = "/v1/models/digits:predict"
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         targets = {ALONE: (None, rest_port)}
         for label, settings in GATEWAYS.items():
             proc, port = start_gunicorn(run_dir, label.replace(", ", "-").replace(" ", "-"),
-                                        "gateway.app:create_app()", grpc_port, **settings)
+                                        "tfstack.gateway.app:create_app()", grpc_port, **settings)
             procs.append(proc)
             targets[label] = (proc.pid, port)
         for _, port in targets.values():  # warm up: connections, signature caches, batching

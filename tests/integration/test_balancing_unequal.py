@@ -18,7 +18,7 @@ import requests
 from bench.loadgen import HttpRequest, HttpTarget, run
 from tests.fixtures.gateway import start_gateway
 from tests.fixtures.modelserver import start_modelserver
-from tfstack.procs import port_open
+from tfstack.runtime.procs import port_open
 
 pytestmark = pytest.mark.slow
 

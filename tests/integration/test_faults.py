@@ -22,7 +22,7 @@ from bench.loadgen import Background, HttpRequest, HttpTarget, run
 from tests.fixtures.gateway import start_gateway
 from tests.fixtures.modelserver import ModelServerHandle, start_modelserver
 from tests.unit.test_discovery_endpointslices import NAMESPACE, SERVICE, FakeApiServer
-from tfstack.procs import port_open
+from tfstack.runtime.procs import port_open
 
 pytestmark = pytest.mark.slow
 
