@@ -22,7 +22,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.loadgen import HttpRequest, HttpTarget, PinnedGrpcTarget, predict_request_bytes, run
+from tfstack.testing.loadgen import (
+    HttpRequest,
+    HttpTarget,
+    PinnedGrpcTarget,
+    predict_request_bytes,
+    run,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BODY = b'{"instances": [1.0, 2.0, 5.0]}'

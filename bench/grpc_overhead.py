@@ -36,8 +36,8 @@ from bench.gateway_overhead import (
     request_body,
     start_modelserver,
 )
-from bench.loadgen import PinnedGrpcTarget, run
 from tfstack.runtime.procs import ManagedProcess, free_port, port_open
+from tfstack.testing.loadgen import PinnedGrpcTarget, run
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

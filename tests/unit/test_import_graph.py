@@ -36,14 +36,9 @@ REPO = Path(__file__).resolve().parents[2]
 KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 # The same between packages (an edge when any module of one imports any module of the other).
-# tfstack's are gone since the common runtime modules (tfstack.runtime) and the CLI (tfstack.cli)
-# have packages of their own.
-KNOWN_PACKAGE_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"bench", "tests"}): (
-        "tests drive load with bench.loadgen; bench.balancing_scaling starts its servers with "
-        "tests.fixtures. Shared fixtures belong in one place both import."
-    ),
-}
+# Empty since the common runtime modules (tfstack.runtime) and the CLI (tfstack.cli) have packages
+# of their own, and the load tools bench and tests both use live in tfstack.testing.
+KNOWN_PACKAGE_CYCLES: dict[frozenset[str], str] = {}
 
 # The one top-level package; each of its subpackages is a node of the package graph.
 NAMESPACE = "tfstack"
@@ -239,7 +234,7 @@ def test_graph_covers_the_installed_packages_and_their_imports():
     assert project_roots(REPO) == ["tfstack", "bench", "tests"]
     assert {
         "tfstack.gateway", "tfstack.modelserver", "tfstack.model_repo", "tfstack.observability",
-        "tfstack.protocol", "tfstack.runtime", "tfstack.cli", "bench", "tests",
+        "tfstack.protocol", "tfstack.runtime", "tfstack.cli", "tfstack.testing", "bench", "tests",
     } <= {package_of(m) for m in GRAPH.modules}
     from_app = reachable(GRAPH.edges, ["tfstack.gateway.app"])
     assert {"tfstack.gateway.service", "tfstack.gateway.upstream", "tfstack.protocol.codec"} <= (
@@ -307,6 +302,20 @@ def test_no_cycles_between_packages_beyond_the_known_ones():
     )
     gone = [sorted(members) for members in KNOWN_PACKAGE_CYCLES if members not in found]
     assert not gone, f"these KNOWN_PACKAGE_CYCLES no longer exist; remove them: {gone}"
+
+
+def test_no_program_reaches_the_test_tools():
+    programs = [
+        m for m in GRAPH.modules
+        if package_of(m) not in ("tfstack.testing", "tests", "bench")
+    ]
+    problems = [
+        " -> ".join(path_between(GRAPH.edges, m, lambda n: in_package(n, "tfstack.testing")))
+        for m in programs
+    ]
+    assert not any(problems), "tfstack.testing is for tests and bench only:\n" + "\n".join(
+        p for p in problems if p
+    )
 
 
 # --- the gateway stays TensorFlow-free ---------------------------------------------------------

@@ -13,9 +13,10 @@ Targets: `HttpTarget` (one keep-alive connection per thread, like most HTTP clie
 to one replica, picked round-robin per connection, and keeps it for its lifetime — what a client
 behind a plain Kubernetes Service gets, since HTTP/2 multiplexes everything over that connection.
 
-    python -m bench.loadgen http http://127.0.0.1:8080/v1/models/half_plus_two:predict \\
+    python -m tfstack.testing.loadgen http http://127.0.0.1:8080/v1/models/half_plus_two:predict \\
         --body '{"instances": [1.0, 2.0]}' -c 8 -n 2000 -d 10
-    python -m bench.loadgen grpc 127.0.0.1:8500,127.0.0.1:8510 --model half_plus_two -c 8 -n 2000
+    python -m tfstack.testing.loadgen grpc 127.0.0.1:8500,127.0.0.1:8510 --model half_plus_two \\
+        -c 8 -n 2000
 """
 
 from __future__ import annotations
@@ -289,7 +290,7 @@ class Background:
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tfstack.testing.loadgen", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=("http", "grpc"))
     parser.add_argument("target", help="http: URL; grpc: comma-separated host:port backends")

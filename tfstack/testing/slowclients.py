@@ -11,7 +11,8 @@ asked to be, as an attacker's would. One thread and non-blocking sockets: 500 co
 the client a few percent of a core. Loopback targets only; stops by itself after `--seconds`.
 Prints `ready` once every connection is open and a JSON summary at the end.
 
-    python -m bench.slowclients http://127.0.0.1:8080 --headers 250 --bodies 250 --seconds 30
+    python -m tfstack.testing.slowclients http://127.0.0.1:8080 --headers 250 --bodies 250 \\
+        --seconds 30
 
 `SlowClients` runs it as a separate process (so its work does not share the GIL with a
 measuring client) for tests and benchmarks.
@@ -126,12 +127,12 @@ def run(url: str, headers: int, bodies: int, seconds: float, interval: float) ->
 
 
 class SlowClients:
-    """`python -m bench.slowclients` as a child process; a context manager that returns once
-    every connection is open and stops the process (and so every connection) on exit."""
+    """`python -m tfstack.testing.slowclients` as a child process; a context manager that returns
+    once every connection is open and stops the process (and so every connection) on exit."""
 
     def __init__(self, url: str, headers: int, bodies: int, seconds: float = 120.0) -> None:
         repo = Path(__file__).resolve().parent.parent
-        argv = [sys.executable, "-m", "bench.slowclients", url, "--headers", str(headers),
+        argv = [sys.executable, "-m", "tfstack.testing.slowclients", url, "--headers", str(headers),
                 "--bodies", str(bodies), "--seconds", str(seconds)]
         self.proc = subprocess.Popen(argv, cwd=repo, stdout=subprocess.PIPE, text=True,
                                      env=dict(os.environ, PYTHONPATH=str(repo)))
