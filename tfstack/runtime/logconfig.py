@@ -1,11 +1,13 @@
 """The project's one logging configuration: JSON lines, for every process it runs.
 
-Every project logger (`gateway.*`, `tfstack.*`, `modelserver.*`, ...), gunicorn's own and any
-library's warning reach one JSON stream on stderr; the gateway's access log (`tfstack.access`) has
-stdout to itself. The gateway gets it through gunicorn (`logconfig_dict` in gunicorn.conf.py,
-applied in the master before any worker forks); the model server calls `setup()` in `main`.
+Every project logger (all under `tfstack`: `tfstack.gateway.*`, `tfstack.modelserver.*`, ...),
+gunicorn's own and any library's warning reach one JSON stream on stderr; the gateway's access log
+(`tfstack.access`) has stdout to itself. The gateway gets it through gunicorn (`logconfig_dict` in
+gunicorn.conf.py, applied in the master before any worker forks); the model server calls `setup()`
+in `main`.
 
-Standard library only: the gateway image copies this module without the rest of `tfstack`.
+Standard library only, like all of tfstack/runtime/, which the gateway image copies without the
+rest of `tfstack`.
 """
 
 from __future__ import annotations
