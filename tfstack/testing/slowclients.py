@@ -131,7 +131,8 @@ class SlowClients:
     once every connection is open and stops the process (and so every connection) on exit."""
 
     def __init__(self, url: str, headers: int, bodies: int, seconds: float = 120.0) -> None:
-        repo = Path(__file__).resolve().parent.parent
+        # The checkout this module is in, so the child runs the same code as its parent.
+        repo = Path(__file__).resolve().parents[2]
         argv = [sys.executable, "-m", "tfstack.testing.slowclients", url, "--headers", str(headers),
                 "--bodies", str(bodies), "--seconds", str(seconds)]
         self.proc = subprocess.Popen(argv, cwd=repo, stdout=subprocess.PIPE, text=True,
