@@ -9,7 +9,7 @@ setup:                 ## venv with pinned deps + pinned tools in .tools/
 	@bash ci/setup.sh
 
 models: setup          ## build the example SavedModels into model_repo/models (idempotent)
-	@$(PY) -m model_repo.build
+	@$(PY) -m tfstack.model_repo.build
 
 run: models            ## the local stack: model server + gateway on loopback, Ctrl-C stops it
 	@$(PY) -m tfstack.cli up --with-prometheus

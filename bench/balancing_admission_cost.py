@@ -14,9 +14,9 @@ import sys
 import time
 from collections.abc import Callable
 
-from gateway.admission import Admission
-from gateway.health import HealthTracker
-from gateway.retry import RetryBudget
+from tfstack.gateway.admission import Admission
+from tfstack.gateway.health import HealthTracker
+from tfstack.gateway.retry import RetryBudget
 
 ROUNDS, PER_ROUND = 200, 1000
 

@@ -22,7 +22,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.loadgen import HttpRequest, HttpTarget, PinnedGrpcTarget, predict_request_bytes, run
+from tfstack.testing.loadgen import (
+    HttpRequest,
+    HttpTarget,
+    PinnedGrpcTarget,
+    predict_request_bytes,
+    run,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BODY = b'{"instances": [1.0, 2.0, 5.0]}'
@@ -33,7 +39,7 @@ def start_stack(tmp: Path, replicas: int):
     sys.path.insert(0, str(REPO))
     from tests.fixtures.gateway import start_gateway
     from tests.fixtures.modelserver import start_modelserver
-    from tfstack.procs import port_open
+    from tfstack.runtime.procs import port_open
 
     models = REPO / "model_repo" / "models" / "half_plus_two"
     servers = [start_modelserver(tmp, None, "--model_name=half_plus_two",

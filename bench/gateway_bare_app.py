@@ -1,8 +1,8 @@
 """The floor for any Flask service: a bare handler that parses the request's JSON and answers.
 
 bench/gateway_overhead.py runs it under the gateway's own gunicorn settings
-(`gunicorn -c gateway/gunicorn.conf.py 'bench.gateway_bare_app:create_app()'`) to compare CPU per
-request with the gateway's.
+(`gunicorn -c tfstack/gateway/gunicorn.conf.py 'bench.gateway_bare_app:create_app()'`) to compare
+CPU per request with the gateway's.
 """
 
 from __future__ import annotations

@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 from bench.docsection import write_section
-from gateway.settings import load_settings
-from model_repo.data import digits_split
-from tfstack.procs import ManagedProcess, free_port, port_open
+from tfstack.gateway.settings import load_settings
+from tfstack.model_repo.data import digits_split
+from tfstack.runtime.procs import ManagedProcess, free_port, port_open
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -43,8 +43,9 @@ BODY_TEXT = {
     "digits": '{"instances": [<one 8×8 image: 64 floats>]}',
     "half_plus_two": '{"instances": [1.0, 2.0, 5.0]}',
 }
-GATEWAY_APP = "gateway.app:create_app()"
-# Both apps run under gateway/gunicorn.conf.py: the same worker class (TFSTACK_WORKER_CLASS).
+GATEWAY_APP = "tfstack.gateway.app:create_app()"
+# Both apps run under tfstack/gateway/gunicorn.conf.py: the same worker class
+# (TFSTACK_WORKER_CLASS).
 WORKER_CLASS = load_settings().worker_class
 BARE_APP = "bench.gateway_bare_app:create_app()"
 SECTION_START = "<!-- section: gateway overhead (bench/gateway_overhead.py) -->"
@@ -72,8 +73,9 @@ def start_modelserver(run: Path, model: str, *flags: str) -> tuple[ManagedProces
     grpc_port, rest_port = free_port(), free_port()
     proc = ManagedProcess(
         "model server",
-        [str(BIN / "python"), "-m", "modelserver", "--host=127.0.0.1", f"--port={grpc_port}",
-         f"--rest_api_port={rest_port}", f"--model_config_file={config}", *flags],
+        [str(BIN / "python"), "-m", "tfstack.modelserver", "--host=127.0.0.1",
+         f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+         f"--model_config_file={config}", *flags],
         run / "modelserver.log",
         cwd=REPO,
     ).start()  # fmt: skip
@@ -84,7 +86,8 @@ def start_modelserver(run: Path, model: str, *flags: str) -> tuple[ManagedProces
 def start_gunicorn(
     run: Path, name: str, app: str, grpc_port: int, **settings: str
 ) -> tuple[ManagedProcess, int]:
-    """gunicorn with gateway/gunicorn.conf.py; `settings` are TFSTACK_* values (no prefix)."""
+    """gunicorn with tfstack/gateway/gunicorn.conf.py; `settings` are TFSTACK_* values (no
+    prefix)."""
     port = free_port()
     env = dict(os.environ)
     env.update(
@@ -99,7 +102,7 @@ def start_gunicorn(
     env.update({f"TFSTACK_{key.upper()}": value for key, value in settings.items()})
     proc = ManagedProcess(
         name,
-        [str(BIN / "gunicorn"), "-c", "gateway/gunicorn.conf.py", app],
+        [str(BIN / "gunicorn"), "-c", "tfstack/gateway/gunicorn.conf.py", app],
         run / f"{name}.log",
         env=env,
         cwd=REPO,

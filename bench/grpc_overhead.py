@@ -2,8 +2,8 @@
 
 The same serialized Predict (digits: one 8×8 image, or half_plus_two) sent by the same client —
 raw bytes over one gRPC channel per client thread, no protobuf on the client — once through the
-front door (`python -m gateway.grpc_server`, default settings but admission off) to the local
-model server, once straight to the model server's gRPC port:
+front door (`python -m tfstack.gateway.grpc_server`, default settings but admission off) to the
+local model server, once straight to the model server's gRPC port:
 
 (a) latency at concurrency 1 (requests interleaved: both see the same machine state) and at
     concurrency 16 (closed loop, runs alternating between the two): p50 and p99, and the
@@ -36,8 +36,8 @@ from bench.gateway_overhead import (
     request_body,
     start_modelserver,
 )
-from bench.loadgen import PinnedGrpcTarget, run
-from tfstack.procs import ManagedProcess, free_port, port_open
+from tfstack.runtime.procs import ManagedProcess, free_port, port_open
+from tfstack.testing.loadgen import PinnedGrpcTarget, run
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -80,7 +80,7 @@ def start_front_door(run_dir: Path, grpc_port: int) -> tuple[ManagedProcess, int
         TFSTACK_GRPC_MAX_INFLIGHT="100000",
     )
     proc = ManagedProcess(
-        "gRPC front door", [str(BIN / "python"), "-m", "gateway.grpc_server"],
+        "gRPC front door", [str(BIN / "python"), "-m", "tfstack.gateway.grpc_server"],
         run_dir / "grpc-gateway.log", env=env, cwd=REPO,
     ).start()  # fmt: skip
     proc.wait_until(lambda: port_open("127.0.0.1", port), 60, "listening")

@@ -37,7 +37,7 @@ from bench.modelserver_throughput import (
     run_wrk,
     start_gunicorn_app,
 )
-from tfstack.procs import ManagedProcess, free_port, http_status
+from tfstack.runtime.procs import ManagedProcess, free_port, http_status
 
 DOC = REPO / "docs" / "migrate-from-flask.md"
 BEGIN, END = "<!-- migration-bench:begin -->", "<!-- migration-bench:end -->"

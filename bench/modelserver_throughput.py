@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.docsection import publish
-from tfstack.procs import ManagedProcess, free_port, http_status
+from tfstack.runtime.procs import ManagedProcess, free_port, http_status
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "benchmarks.md"
@@ -43,7 +43,7 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
 
 
 def _body() -> str:
-    from model_repo.data import digits_split
+    from tfstack.model_repo.data import digits_split
 
     image = digits_split()[1][0]
     return json.dumps({"instances": [image.tolist()]})
@@ -116,7 +116,7 @@ def start_modelserver(
         *prefix,
         sys.executable,
         "-m",
-        "modelserver",
+        "tfstack.modelserver",
         "--host=127.0.0.1",
         f"--port={free_port()}",
         f"--rest_api_port={port}",

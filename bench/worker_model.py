@@ -15,9 +15,9 @@ to count the 429s a user gets out of the box.
     (`wrk`, closed loop, one 8x8 image per request), with the model server alone as the ceiling.
 (b) What one model server takes, for the default admission bound per endpoint: the model server
     alone at concurrency 64, 128 and 256 (its batching queue holds 32 x 4 = 128 requests).
-(c) Slow clients (bench/slowclients.py in its own process): 40 connections trickling headers a
-    byte a second, then 500 (250 headers, 250 bodies); meanwhile `--probes` normal predicts one
-    after another, each with a 3 s timeout: how many succeed, p50 and worst latency.
+(c) Slow clients (tfstack/testing/slowclients.py in its own process): 40 connections trickling
+    headers a byte a second, then 500 (250 headers, 250 bodies); meanwhile `--probes` normal
+    predicts one after another, each with a 3 s timeout: how many succeed, p50 and worst latency.
 
 Every cell is measured `--runs` times, the candidates interleaved; the report gives medians.
 Loopback only, bounded in time.
@@ -46,8 +46,8 @@ from bench.gateway_overhead import (
     start_modelserver,
 )
 from bench.modelserver_throughput import WRK_SCRIPT, _body, run_wrk
-from bench.slowclients import SlowClients, raise_fd_limit
-from tfstack.procs import ManagedProcess
+from tfstack.runtime.procs import ManagedProcess
+from tfstack.testing.slowclients import SlowClients, raise_fd_limit
 
 REPO = Path(__file__).resolve().parent.parent
 PATH = "/v1/models/digits:predict"
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         targets = {ALONE: (None, rest_port)}
         for label, settings in GATEWAYS.items():
             proc, port = start_gunicorn(run_dir, label.replace(", ", "-").replace(" ", "-"),
-                                        "gateway.app:create_app()", grpc_port, **settings)
+                                        "tfstack.gateway.app:create_app()", grpc_port, **settings)
             procs.append(proc)
             targets[label] = (proc.pid, port)
         for _, port in targets.values():  # warm up: connections, signature caches, batching

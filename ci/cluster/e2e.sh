@@ -23,7 +23,7 @@ ARTIFACTS=${TFSTACK_ARTIFACTS:-$ROOT/.run/cluster}
 mkdir -p "$ARTIFACTS"
 
 bash "$here/host-deps.sh"
-.venv/bin/python -m model_repo.build
+.venv/bin/python -m tfstack.model_repo.build
 # The project's images need none of the Go binaries: they build alongside the compile, whose CPU
 # use leaves room for their downloads and unpacking on a cold machine (cached, they take seconds).
 # Stopped on any exit before they finish (images.sh stops its private daemons on the way out).

@@ -169,7 +169,7 @@ log "importing images into the cluster's containerd"
 bash "$here/images.sh" load --address "$CONTAINERD_SOCK"
 
 # The chart's image overrides for this cluster: the images just imported, never pulled. The TF
-# Serving image is tfstack's stand-in (modelserver/Dockerfile), run by the chart's unchanged
+# Serving image is tfstack's stand-in (tfstack/modelserver/Dockerfile), run by the chart's unchanged
 # command, flags, mounts and security settings; a user's cluster runs tensorflow/serving.
 ref() { bash "$here/images.sh" list | awk -v n="$1" '$1 == n {print $2}'; }
 image_values() {  # key, image ref

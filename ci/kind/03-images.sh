@@ -7,8 +7,8 @@ need kind "install kind"
 
 cd "$ROOT"
 # Idempotent: rebuilds only stale models.
-run .venv/bin/python -m model_repo.build
-run docker build -f gateway/Dockerfile -t "$GATEWAY_IMAGE" .
+run .venv/bin/python -m tfstack.model_repo.build
+run docker build -f tfstack/gateway/Dockerfile -t "$GATEWAY_IMAGE" .
 run docker build -f model_repo/Dockerfile -t "$MODELS_IMAGE" model_repo
 run docker pull "$TFSERVING_IMAGE"
 for image in "$GATEWAY_IMAGE" "$MODELS_IMAGE" "$TFSERVING_IMAGE"; do

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs Grafana's dashboard schema (@grafana/schema) and the TypeScript compiler, pinned by
-# observability/grafana-schema/package-lock.json, into .tools/grafana-schema/. tests/observability
+# tfstack/observability/grafana-schema/package-lock.json, into .tools/grafana-schema/. tests/observability
 # type-checks every dashboard JSON against the schema's `Dashboard` type with this tsc.
 # Idempotent: does nothing when the installed tree matches the lock file.
 set -euo pipefail
@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 
 SCHEMA_VERSION=13.2.3
 TSC_VERSION=5.9.3
-src=observability/grafana-schema
+src=tfstack/observability/grafana-schema
 dest=.tools/grafana-schema
 stamp="$dest/.tfstack-installed"
 want=$(cat "$src/package.json" "$src/package-lock.json" | sha256sum | cut -d' ' -f1)

@@ -4,8 +4,8 @@ probes, GPU utilization of the pod's own GPUs), and the chart's recorded load ra
 
 from __future__ import annotations
 
-from observability.adapter import load_rules
 from tests.chart.conftest import MONITORING_API, NAMESPACE, RELEASE, render_scenario
+from tfstack.observability.adapter import load_rules
 
 INFERENCE_APIS = 'API=~"Predict|Classify|Regress|predict|classify|regress"'
 

@@ -25,7 +25,7 @@ def test_the_grpc_container_runs_the_front_door_with_the_gateways_settings(defau
     grpc = grpc_container(defaults)
     rest = defaults.container("gateway")
     assert grpc["image"] == rest["image"]
-    assert grpc["command"] == ["python", "-m", "gateway.grpc_server"]
+    assert grpc["command"] == ["python", "-m", "tfstack.gateway.grpc_server"]
     env, rest_env = env_of(grpc), env_of(rest)
     shared = set(rest_env) - {"PROMETHEUS_MULTIPROC_DIR"}  # gunicorn's; one process needs none
     assert {k: env[k] for k in shared} == {k: rest_env[k] for k in shared}
@@ -37,7 +37,7 @@ def test_the_grpc_container_runs_the_front_door_with_the_gateways_settings(defau
 
 
 def test_the_grpc_container_accepts_the_environment_the_chart_gives_it(defaults):
-    from gateway.settings import load_settings
+    from tfstack.gateway.settings import load_settings
 
     settings = load_settings(env_of(grpc_container(defaults)))
     assert settings.grpc_bind == "0.0.0.0:8500" and settings.grpc_threads == 32

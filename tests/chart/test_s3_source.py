@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tests.chart.conftest import REPO, render, render_error
-from tfstack.procs import ManagedProcess, free_port
+from tfstack.runtime.procs import ManagedProcess, free_port
 
 TOOLS = REPO / ".tools" / "bin"
 BUCKET = "models"

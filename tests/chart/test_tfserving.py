@@ -7,7 +7,6 @@ import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from model_repo.protos import BatchingParameters, MonitoringConfig
 from tests.chart.conftest import (
     EXAMPLE_MODELS,
     REPO,
@@ -18,6 +17,7 @@ from tests.chart.conftest import (
     scenario_file,
     scenario_values,
 )
+from tfstack.model_repo.protos import BatchingParameters, MonitoringConfig
 
 
 def flags(container: dict) -> dict[str, str]:
@@ -404,7 +404,7 @@ def test_default_model_config_validates_against_the_built_models(defaults, model
         [
             sys.executable,
             "-m",
-            "model_repo.validate",
+            "tfstack.model_repo.validate",
             str(config),
             "--path-map",
             f"/models={models_root}",

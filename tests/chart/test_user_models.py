@@ -120,7 +120,7 @@ def test_a_model_with_every_setting_defaulted_is_served():
 def test_the_values_tfstack_image_prints_serve_the_images_models(tmp_path):
     """`tfstack image` prints these for a folder holding churn (1, 2) and fraud (7): installed as a
     values file, they copy the models out of that image and serve each model's newest version."""
-    from tfstack.image import chart_values
+    from tfstack.cli.image import chart_values
 
     values = tmp_path / "my-values.yaml"
     values.write_text(

@@ -356,8 +356,8 @@ def test_pod_monitor_replaces_the_tf_serving_service_monitor(everything):
 @pytest.mark.parametrize("scenario", ["defaults", "everything"])
 def test_gateway_accepts_the_environment_the_chart_gives_it(scenario):
     """The gateway's own parsers (settings and discovery) take the rendered environment as is."""
-    from gateway.discovery import DiscoveryConfig
-    from gateway.settings import load_settings
+    from tfstack.gateway.discovery import DiscoveryConfig
+    from tfstack.gateway.settings import load_settings
 
     container = render_scenario(scenario).container("gateway")
     env = {}
@@ -385,7 +385,7 @@ def test_gateway_accepts_the_environment_the_chart_gives_it(scenario):
 
 
 def test_gateway_worker_model_and_admission_are_values():
-    from gateway.settings import load_settings
+    from tfstack.gateway.settings import load_settings
 
     container = render(
         "--set", "gateway.workerClass=gthread", "--set", "gateway.maxInflightPerEndpoint=8"

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from tfstack.procs import ManagedProcess, free_port, port_open
+from tfstack.runtime.procs import ManagedProcess, free_port, port_open
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "tfstack"

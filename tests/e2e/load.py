@@ -1,5 +1,5 @@
-"""Load through the gateway Service for the cluster suite: bench.loadgen's bounded generator,
-aimed at a cluster address, plus what the tests read back from the result."""
+"""Load through the gateway Service for the cluster suite: tfstack.testing.loadgen's bounded
+generator, aimed at a cluster address, plus what the tests read back from the result."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.loadgen import Background, HttpRequest, HttpTarget, LoadResult
+from tfstack.testing.loadgen import Background, HttpRequest, HttpTarget, LoadResult
 
 HALF_PLUS_TWO = HttpRequest(
     "POST", "/v1/models/half_plus_two:predict", json.dumps({"instances": [1.0, 2.0, 5.0]}).encode())

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import Background, HttpRequest, HttpTarget
 from tests.e2e.conftest import REPO, VALUES, Release, is_ready
 from tests.e2e.load import HALF_PLUS_TWO, digits_request
+from tfstack.testing.loadgen import Background, HttpRequest, HttpTarget
 
 pytestmark = pytest.mark.cluster
 

@@ -18,9 +18,9 @@ from contextlib import contextmanager
 import pytest
 import requests
 
-from bench.loadgen import HttpRequest
 from tests.e2e.conftest import Release, is_ready, wait_until
 from tests.e2e.load import HALF_PLUS_TWO, failure_summary, failures, steady_load
+from tfstack.testing.loadgen import HttpRequest
 
 pytestmark = pytest.mark.cluster
 

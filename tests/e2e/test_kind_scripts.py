@@ -61,7 +61,7 @@ def test_full_run_in_order(tmp_path):
     expected_order = [
         r"^kind create cluster --name tfstack-e2e --config .*/k8s/kind-cluster\.yaml",
         r"^helm --kube-context kind-tfstack-e2e upgrade --install metrics-server ",
-        r"^docker build -f gateway/Dockerfile -t tfstack/gateway:e2e \.$",
+        r"^docker build -f tfstack/gateway/Dockerfile -t tfstack/gateway:e2e \.$",
         r"^docker build -f model_repo/Dockerfile -t tfstack/models:e2e model_repo$",
         r"^kind load docker-image --name tfstack-e2e tfstack/gateway:e2e$",
         r"^kind load docker-image --name tfstack-e2e tfstack/models:e2e$",

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from bench.loadgen import HttpRequest, HttpTarget, run
 from tests.fixtures.gateway import start_gateway
 from tests.fixtures.modelserver import start_modelserver
-from tfstack.procs import port_open
+from tfstack.runtime.procs import port_open
+from tfstack.testing.loadgen import HttpRequest, HttpTarget, run
 
 pytestmark = pytest.mark.slow
 

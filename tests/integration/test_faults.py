@@ -1,8 +1,8 @@
 """Fault tests: the real gateway (gunicorn) in front of 3 real model servers on loopback.
 
-Each test is bounded in requests and time; load comes from bench/loadgen.py. The model servers are
-shared by the module (they take ~20 s to start on 2 cores); one killed by a test is replaced when
-the next test asks for it (the kill test runs last, so usually never).
+Each test is bounded in requests and time; load comes from tfstack/testing/loadgen.py. The model
+servers are shared by the module (they take ~20 s to start on 2 cores); one killed by a test is
+replaced when the next test asks for it (the kill test runs last, so usually never).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.loadgen import Background, HttpRequest, HttpTarget, run
 from tests.fixtures.gateway import start_gateway
 from tests.fixtures.modelserver import ModelServerHandle, start_modelserver
 from tests.unit.test_discovery_endpointslices import NAMESPACE, SERVICE, FakeApiServer
-from tfstack.procs import port_open
+from tfstack.runtime.procs import port_open
+from tfstack.testing.loadgen import Background, HttpRequest, HttpTarget, run
 
 pytestmark = pytest.mark.slow
 

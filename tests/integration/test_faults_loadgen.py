@@ -10,7 +10,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import grpc
 import pytest
 
-from bench.loadgen import HttpRequest, HttpTarget, PinnedGrpcTarget, predict_request_bytes, run
+from tfstack.testing.loadgen import (
+    HttpRequest,
+    HttpTarget,
+    PinnedGrpcTarget,
+    predict_request_bytes,
+    run,
+)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import json
 import pytest
 import requests
 
-from model_repo.data import digits_split, to_png
+from tfstack.model_repo.data import digits_split, to_png
 
 HALF = "/v1/models/half_plus_two"
 DIGITS = "/v1/models/digits"

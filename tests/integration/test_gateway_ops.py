@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.fixtures.gateway import FakeBackend, HungBackend, start_gateway
-from tfstack.procs import free_port
+from tfstack.runtime.procs import free_port
 
 PREDICT = "/v1/models/slow:predict"
 BODY = '{"instances": [1.0, 2.0]}'
@@ -266,12 +266,12 @@ def test_every_log_line_is_json_with_discovery_and_ejection_included(tmp_path):
     loggers = {(line.get("logger"), line.get("level")) for line in lines}
     assert ("gunicorn.error", "info") in loggers
     assert any(
-        line.get("logger") == "gateway.discovery" and line["level"] == "info"
+        line.get("logger") == "tfstack.gateway.discovery" and line["level"] == "info"
         and line["message"] == f"endpoints: ['{dead}'] (added ['{dead}'], removed [])"
         for line in lines
     )
     assert any(
-        line.get("logger") == "gateway.health" and line["level"] == "warning"
+        line.get("logger") == "tfstack.gateway.health" and line["level"] == "warning"
         and line["message"].startswith(f"endpoint {dead} ejected for ")
         for line in lines
     )

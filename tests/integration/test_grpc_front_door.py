@@ -1,5 +1,5 @@
-"""The gateway's gRPC front door (`python -m gateway.grpc_server`) through TF Serving's official
-client stubs (tensorflow-serving-api), as a TF Serving client would use it.
+"""The gateway's gRPC front door (`python -m tfstack.gateway.grpc_server`) through TF Serving's
+official client stubs (tensorflow-serving-api), as a TF Serving client would use it.
 
 Against the session's model server: every RPC answers what the model server itself answers,
 errors come back unchanged, HandleReloadConfigRequest is refused, health and metrics. Against a

@@ -16,8 +16,8 @@ import requests
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from model_repo.data import digits_split
 from tests.fixtures.modelserver import MONITORING_CONFIG, start_modelserver
+from tfstack.model_repo.data import digits_split
 
 # A batch runs when it holds 4 rows, or after 2 s: timing-independent tests below rely on that.
 BATCHING = """

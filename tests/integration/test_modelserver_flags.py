@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from modelserver import flags
-from modelserver.metrics import Counter, Histogram, Metrics, exponential_buckets
+from tfstack.modelserver import flags
+from tfstack.modelserver.metrics import Counter, Histogram, Metrics, exponential_buckets
 
 
 def test_tf_serving_flag_syntax_and_defaults():
@@ -96,7 +96,7 @@ def test_exposition_quirks():
 def test_float_formatting(value, text):
     import numpy as np
 
-    from modelserver.rest_json import encode_predict
+    from tfstack.modelserver.rest_json import encode_predict
 
     output = encode_predict({"y": np.array([value], dtype=np.float32)}, row_format=False)
     assert output == '{"outputs":[' + text + "]}"

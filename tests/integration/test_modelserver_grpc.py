@@ -19,7 +19,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from model_repo.data import digits_split, to_png
+from tfstack.model_repo.data import digits_split, to_png
 
 TIMEOUT = 20
 

@@ -128,7 +128,7 @@ class Load:
 
 @pytest.fixture
 def digits_images():
-    from model_repo.data import digits_split
+    from tfstack.model_repo.data import digits_split
 
     return digits_split()[1][:2]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from model_repo.data import digits_split, to_png
+from tfstack.model_repo.data import digits_split, to_png
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 20

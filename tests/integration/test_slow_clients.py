@@ -1,10 +1,10 @@
 """Slow clients (issue 10): hundreds of connections trickling a request do not touch the others.
 
 A real gateway (gunicorn, default worker class) in front of the session's model server, and
-bench/slowclients.py in its own process holding 500 connections: 250 trickling their headers and
-250 their bodies, a byte a second each, reopened whenever the gateway drops them. Normal predicts
-through the same gateway meanwhile must all succeed with a p99 within 2x of the unloaded p99
-measured just before, in this test (the bound issue 10 asks for). Loopback only, bounded in
+tfstack/testing/slowclients.py in its own process holding 500 connections: 250 trickling their
+headers and 250 their bodies, a byte a second each, reopened whenever the gateway drops them. Normal
+predicts through the same gateway meanwhile must all succeed with a p99 within 2x of the unloaded
+p99 measured just before, in this test (the bound issue 10 asks for). Loopback only, bounded in
 requests and time, everything stopped at the end.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import HttpRequest, HttpTarget, run
-from bench.slowclients import SlowClients, raise_fd_limit
 from tests.fixtures.gateway import start_gateway
+from tfstack.testing.loadgen import HttpRequest, HttpTarget, run
+from tfstack.testing.slowclients import SlowClients, raise_fd_limit
 
 pytestmark = pytest.mark.slow
 

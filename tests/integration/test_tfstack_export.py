@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfstack import cli, repo
+from tfstack import cli
+from tfstack.cli import repo
 
 CUSTOM_MODULE = """
 import keras

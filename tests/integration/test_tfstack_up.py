@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tfstack.procs import ManagedProcess, free_port
+from tfstack.runtime.procs import ManagedProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 import yaml
 
-from observability.paths import REPO, tool
+from tfstack.observability.paths import REPO, tool
 
 
 def _helm_template(*sets: str) -> list[dict]:

@@ -1,6 +1,7 @@
 """prometheus-adapter's rules (k8s/prometheus-adapter/values.yaml) replayed on recorded series
 through `promtool test rules`: each rule's metricsQuery, filled in the way the adapter fills it for
-an HPA's Pods metric (observability/adapter.py), must give each pod the value its HPA should see.
+an HPA's Pods metric (tfstack/observability/adapter.py), must give each pod the value its HPA
+should see.
 
 The series are written as the exporters expose them and Prometheus stores them. The GPU rule's are
 dcgm-exporter's as scraped through a ServiceMonitor (its own pod in `pod`, the GPU's in
@@ -15,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from observability.adapter import AdapterRule, load_rules
-from observability.paths import ADAPTER_VALUES, tool
+from tfstack.observability.adapter import AdapterRule, load_rules
+from tfstack.observability.paths import ADAPTER_VALUES, tool
 
 NS = "serving"
 POD_A, POD_B = "rel-tfstack-tfserving-7d9f-abcde", "rel-tfstack-tfserving-7d9f-fghij"

@@ -8,10 +8,10 @@ import json
 import pytest
 import yaml
 
-from observability.adapter import load_rules
-from observability.contract import contract_series, metric_names, uncontracted
-from observability.dashboards import DASHBOARDS, panel_queries
-from observability.paths import REPO, rules
+from tfstack.observability.adapter import load_rules
+from tfstack.observability.contract import contract_series, metric_names, uncontracted
+from tfstack.observability.dashboards import DASHBOARDS, panel_queries
+from tfstack.observability.paths import REPO, rules
 
 
 def test_metric_names_finds_series_and_skips_functions_labels_and_numbers():

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from observability.dashboards import DASHBOARDS, dashboard_json, panel_queries, substitute
-from observability.paths import DASHBOARDS_DIR, GRAFANA_SCHEMA_DIR, tool
+from tfstack.observability.dashboards import DASHBOARDS, dashboard_json, panel_queries, substitute
+from tfstack.observability.paths import DASHBOARDS_DIR, GRAFANA_SCHEMA_DIR, tool
 
 VARIABLES = {"namespace": "local", "model": "digits", "datasource": "prometheus"}
 
@@ -24,7 +24,7 @@ def _files() -> dict[str, Path]:
 def test_dashboard_files_are_up_to_date_with_the_builder():
     for name, path in _files().items():
         assert path.read_text() == dashboard_json(name), (
-            f"{path} is stale: run `python -m observability.dashboards`"
+            f"{path} is stale: run `python -m tfstack.observability.dashboards`"
         )
 
 

@@ -22,16 +22,16 @@ from pathlib import Path
 
 import pytest
 
-from observability import load
-from observability.adapter import load_rules
-from observability.contract import metric_names
-from observability.dashboards import DASHBOARDS, panel_queries, substitute
-from observability.local import NAMESPACE, start_prometheus
-from observability.paths import REPO, RULES_FILE, rules, tool
-from observability.render_dashboards import render
 from tests.fixtures.gateway import GatewayHandle, start_gateway
 from tests.fixtures.modelserver import ModelServerHandle, start_modelserver
-from tfstack.procs import free_port, http_status
+from tfstack.observability import load
+from tfstack.observability.adapter import load_rules
+from tfstack.observability.contract import metric_names
+from tfstack.observability.dashboards import DASHBOARDS, panel_queries, substitute
+from tfstack.observability.local import NAMESPACE, start_prometheus
+from tfstack.observability.paths import REPO, RULES_FILE, rules, tool
+from tfstack.observability.render_dashboards import render
+from tfstack.runtime.procs import free_port, http_status
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from observability.local import render_config
-from observability.paths import RULES_FILE, tool
+from tfstack.observability.local import render_config
+from tfstack.observability.paths import RULES_FILE, tool
 
 TARGETS = {"gateway": ["127.0.0.1:8080"], "tfserving": ["127.0.0.1:8501", "127.0.0.1:8511"]}
 

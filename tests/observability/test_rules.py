@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from observability.paths import REPO, RULES_FILE, rules, tool
+from tfstack.observability.paths import REPO, RULES_FILE, rules, tool
 
 RULE_TESTS = sorted((Path(__file__).parent / "rules").glob("*_test.yaml"))
 RUNBOOKS = REPO / "docs" / "observability.md"

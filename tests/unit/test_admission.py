@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from gateway.admission import Admission, parse_model_limits, thread_cap
-from gateway.settings import SettingsError, load_settings
+from tfstack.gateway.admission import Admission, parse_model_limits, thread_cap
+from tfstack.gateway.settings import SettingsError, load_settings
 
 
 @pytest.mark.parametrize(("threads", "expected"), [(1, 1), (2, 1), (4, 3), (8, 7), (32, 31)])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import threading
 
-from gateway.app import create_app
-from gateway.settings import Settings
-from gateway.upstream import Upstream
 from tests.fixtures.gateway import fake_metadata_response
+from tfstack.gateway.app import create_app
+from tfstack.gateway.settings import Settings
+from tfstack.gateway.upstream import Upstream
 from tfstack.protocol.proto import get_model_status_pb2, predict_pb2, types_pb2
 
 PREDICT = "/v1/models/m:predict"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.discovery import (
+from tfstack.gateway.discovery import (
     DiscoveryConfig,
     DnsDiscovery,
     EndpointSliceDiscovery,
@@ -19,7 +19,7 @@ from gateway.discovery import (
     resolve_tcp,
     split_host_port,
 )
-from gateway.settings import SettingsError, load_settings
+from tfstack.gateway.settings import SettingsError, load_settings
 
 
 class FakeResolver:
@@ -226,7 +226,7 @@ def test_config_errors_name_the_variable(environ, variable):
 
 def test_kubernetes_client_is_imported_only_when_that_mode_runs():
     code = (
-        "import sys; from gateway.discovery import DiscoveryConfig as C;"
+        "import sys; from tfstack.gateway.discovery import DiscoveryConfig as C;"
         "C(mode='endpointslices', service='tfs', namespace='ns').build();"
         "C(mode='static', backends=('a:1',)).build();"
         "assert 'kubernetes' not in sys.modules, 'imported kubernetes eagerly'"

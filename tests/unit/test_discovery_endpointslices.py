@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import kubernetes
 import pytest
 
-from gateway.discovery import EndpointSliceDiscovery
+from tfstack.gateway.discovery import EndpointSliceDiscovery
 
 NAMESPACE = "serving"
 SERVICE = "tfs"

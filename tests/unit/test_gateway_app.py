@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from gateway.app import create_app
-from gateway.settings import Settings
-from gateway.upstream import Upstream
 from tests.fixtures.gateway import fake_metadata_response
+from tfstack.gateway.app import create_app
+from tfstack.gateway.settings import Settings
+from tfstack.gateway.upstream import Upstream
 from tfstack.protocol.proto import predict_pb2, types_pb2
 
 
@@ -173,7 +173,7 @@ def test_metrics_scrape_survives_a_worker_file_caught_mid_creation(monkeypatch, 
     reads again and answers, instead of a 500."""
     import struct
 
-    from gateway import metrics
+    from tfstack.gateway import metrics
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     real, calls = metrics.generate_latest, []

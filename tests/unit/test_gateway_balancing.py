@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gateway.balancing import EndpointPool, NoEndpoint
+from tfstack.gateway.balancing import EndpointPool, NoEndpoint
 
 
 def pool_of(n: int, connected: list[str] | None = None) -> EndpointPool:

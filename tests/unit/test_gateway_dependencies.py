@@ -1,6 +1,6 @@
 """The gateway image installs pyproject's `dependencies` and the `kubernetes` extra, and nothing
-else (gateway/Dockerfile). Every distribution the gateway's processes import must therefore be in
-the dependency closure of those pins: one that the dev venv happens to hold (a test tool's
+else (tfstack/gateway/Dockerfile). Every distribution the gateway's processes import must therefore
+be in the dependency closure of those pins: one that the dev venv happens to hold (a test tool's
 dependency) would pass every local test and crash the image. That happened: gunicorn's gevent
 worker imports `packaging`, which gunicorn does not declare.
 """
@@ -21,9 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 # What the gateway container and the gRPC front door container load: the app, both worker
 # classes gunicorn may run, grpc's gevent integration and the EndpointSlice watch.
 ENTRY_MODULES = (
-    "gateway.app",
-    "gateway.grpc_server",
-    "gateway.discovery",
+    "tfstack.gateway.app",
+    "tfstack.gateway.grpc_server",
+    "tfstack.gateway.discovery",
     "gunicorn.workers.ggevent",
     "gunicorn.workers.gthread",
     "grpc.experimental.gevent",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import Settings, SettingsError, load_settings
+from tfstack.gateway.settings import Settings, SettingsError, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,7 +80,8 @@ def test_bad_value_names_the_variable(variable, value, problem):
 def run_gunicorn(env: dict[str, str]) -> subprocess.CompletedProcess:
     gunicorn = Path(sys.executable).parent / "gunicorn"
     return subprocess.run(
-        [str(gunicorn), "-c", "gateway/gunicorn.conf.py", "gateway.app:create_app()"],
+        [str(gunicorn), "-c", "tfstack/gateway/gunicorn.conf.py",
+         "tfstack.gateway.app:create_app()"],
         cwd=REPO,
         env={"PATH": "/usr/bin:/bin", **env},
         capture_output=True,

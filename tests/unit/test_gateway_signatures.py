@@ -3,8 +3,8 @@ the backend."""
 
 from __future__ import annotations
 
-from gateway.signatures import SignatureCache
 from tests.fixtures.gateway import fake_metadata_response
+from tfstack.gateway.signatures import SignatureCache
 from tfstack.protocol.routes import ModelRef
 
 MODEL = ModelRef("half_plus_two")

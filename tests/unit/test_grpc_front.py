@@ -10,9 +10,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gateway.domain import DeadlineExceeded, NoBackend, Overloaded, UpstreamError
-from gateway.grpc_front import grpc_status, model_name
-from gateway.settings import SettingsError, load_settings
+from tfstack.gateway.domain import DeadlineExceeded, NoBackend, Overloaded, UpstreamError
+from tfstack.gateway.grpc_front import grpc_status, model_name
+from tfstack.gateway.settings import SettingsError, load_settings
 from tfstack.protocol.proto import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -99,7 +99,7 @@ def test_grpc_settings_defaults_and_refusals():
 
 def test_the_grpc_server_refuses_to_start_and_names_the_variable():
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.grpc_server"],
+        [sys.executable, "-m", "tfstack.gateway.grpc_server"],
         cwd=REPO,
         env={"PATH": "/usr/bin:/bin", "TFSTACK_GRPC_BIND": "everywhere"},
         capture_output=True,

@@ -7,7 +7,7 @@ import time
 import grpc
 import pytest
 
-from gateway.health import (
+from tfstack.gateway.health import (
     EjectionPolicy,
     HealthTracker,
     Prober,

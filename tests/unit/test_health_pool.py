@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from gateway.balancing import EndpointPool, NoEndpoint
-from gateway.health import EjectionPolicy, HealthTracker
+from tfstack.gateway.balancing import EndpointPool, NoEndpoint
+from tfstack.gateway.health import EjectionPolicy, HealthTracker
 
 A, B, C = "10.0.0.1:8500", "10.0.0.2:8500", "10.0.0.3:8500"
 

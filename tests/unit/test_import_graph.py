@@ -1,7 +1,7 @@
 """The project's import graph, read from the source with `ast` (nothing is imported).
 
-Nodes are the modules of the packages pyproject.toml installs, plus `bench/` and `tests/` (run
-from the repository; bench imports tests' fixtures). An edge is any `import` or `from ... import`
+Nodes are the modules of the package pyproject.toml installs (`tfstack`), plus `bench/` and
+`tests/` (run from the repository). An edge is any `import` or `from ... import`
 statement in a module, wherever it stands: at module level, in a function, or under a guard.
 Function-level imports count because they are still dependencies: moving an import into a
 function only hides a cycle from the interpreter, it does not remove it from the layering the
@@ -10,8 +10,8 @@ computed name is not seen (tfstack export loads the user's module that way). Imp
 from outside package `a` also runs `a/__init__.py` and `a/b/__init__.py`: those are edges too.
 
 Kept here:
-- no import cycles between modules, nor between top-level packages, except the ones listed in
-  KNOWN_CYCLES / KNOWN_PACKAGE_CYCLES with the reason they are still there;
+- no import cycles between modules, nor between packages: tfstack's subpackages (tfstack.gateway,
+  tfstack.modelserver, tfstack.protocol, tfstack.runtime, tfstack.cli, ...), bench and tests;
 - the gateway never reaches TensorFlow or the model server (docs/architecture.md, decision 1),
   and reaches only project files its Docker image copies;
 - the model server never reaches the gateway: what they share is TF Serving's protocol, in
@@ -31,25 +31,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Cycles that exist today and are left for the package restructuring of issue 11, each as the set
-# of modules it runs through, with the reason. Empty: keep it so. A new cycle fails the test, and
-# so does an entry here that no longer matches a cycle.
+# Cycles allowed to stay, each as the set of modules it runs through, with the reason. Empty: keep
+# it so. A new cycle fails the test, and so does an entry here that no longer matches a cycle.
 KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
-# The same between top-level packages (an edge when any module of one imports any module of the
-# other). These are the "loose packaging" of issue 11, left for its move to one namespace.
-KNOWN_PACKAGE_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"modelserver", "observability", "tfstack"}): (
-        "`tfstack` holds both what every program uses (logconfig, procs, the protocol package) and "
-        "the CLI that uses every program: modelserver imports tfstack.logconfig and "
-        "tfstack.protocol, observability.local imports tfstack.procs, while tfstack.up imports "
-        "observability.local and tfstack.export imports modelserver."
-    ),
-    frozenset({"bench", "tests"}): (
-        "tests drive load with bench.loadgen; bench.balancing_scaling starts its servers with "
-        "tests.fixtures. Shared fixtures belong in one place both import."
-    ),
-}
+# The same between packages (an edge when any module of one imports any module of the other).
+# Empty since the common runtime modules (tfstack.runtime) and the CLI (tfstack.cli) have packages
+# of their own, and the load tools bench and tests both use live in tfstack.testing.
+KNOWN_PACKAGE_CYCLES: dict[frozenset[str], str] = {}
+
+# The one top-level package; each of its subpackages is a node of the package graph.
+NAMESPACE = "tfstack"
 
 TENSORFLOW = ("tensorflow", "tensorflow_serving", "keras", "tf_keras")
 PROTOCOL = "tfstack.protocol"
@@ -59,7 +51,7 @@ PROTOCOL_DEPENDENCIES = {"google", "grpc", "numpy"}
 
 
 def project_roots(repo: Path) -> list[str]:
-    """Top-level packages pyproject.toml installs, plus bench and tests."""
+    """Top-level packages pyproject.toml installs (tfstack), plus bench and tests."""
     pyproject = tomllib.loads((repo / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
     installed = sorted({p.split(".")[0].rstrip("*") for p in patterns})
@@ -190,10 +182,17 @@ def cycles(graph: Graph) -> dict[frozenset[str], str]:
     return {frozenset(c): describe_cycle(graph.edges, c) for c in strongly_connected(graph.edges)}
 
 
+def package_of(module: str) -> str:
+    """The package a module counts in for layering: `tfstack.X` for anything under tfstack's
+    subpackage or module X, `tfstack` for its `__init__`, else the top-level name (bench, tests)."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == NAMESPACE else parts[0]
+
+
 def package_graph(graph: Graph) -> dict[str, set[str]]:
-    edges: dict[str, set[str]] = {m.split(".")[0]: set() for m in graph.modules}
+    edges: dict[str, set[str]] = {package_of(m): set() for m in graph.modules}
     for module, targets in graph.edges.items():
-        edges[module.split(".")[0]].update(t.split(".")[0] for t in targets)
+        edges[package_of(module)].update(package_of(t) for t in targets)
     return {package: targets - {package} for package, targets in edges.items()}
 
 
@@ -210,7 +209,7 @@ def reachable(edges: dict[str, set[str]], starts: Iterable[str]) -> set[str]:
 def gateway_image_files() -> set[str]:
     """Repository paths the gateway's Dockerfile copies (directories end with '/')."""
     copied = set()
-    dockerfile = (REPO / "gateway" / "Dockerfile").read_text()
+    dockerfile = (REPO / GATEWAY_PACKAGE.replace(".", "/") / "Dockerfile").read_text()
     for line in re.sub(r"\\\n", " ", dockerfile).splitlines():
         words = shlex.split(line, comments=True)
         if words and words[0].upper() == "COPY" and not any(w.startswith("--") for w in words):
@@ -218,21 +217,31 @@ def gateway_image_files() -> set[str]:
     return copied
 
 
+def in_package(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+GATEWAY_PACKAGE = "tfstack.gateway"
+MODELSERVER_PACKAGE = "tfstack.modelserver"
 GRAPH = build_graph(REPO, project_roots(REPO))
-GATEWAY = sorted(m for m in GRAPH.modules if m.split(".")[0] == "gateway")
+GATEWAY = sorted(m for m in GRAPH.modules if in_package(m, GATEWAY_PACKAGE))
 
 
 # --- the graph itself --------------------------------------------------------------------------
 
 
 def test_graph_covers_the_installed_packages_and_their_imports():
-    assert {"gateway", "modelserver", "model_repo", "tfstack", "observability", "bench"} <= {
-        m.split(".")[0] for m in GRAPH.modules
-    }
-    assert {"gateway.service", "tfstack.protocol.codec", "gateway.upstream"} <= reachable(
-        GRAPH.edges, ["gateway.app"]
+    assert project_roots(REPO) == ["tfstack", "bench", "tests"]
+    assert {
+        "tfstack.gateway", "tfstack.modelserver", "tfstack.model_repo", "tfstack.observability",
+        "tfstack.protocol", "tfstack.runtime", "tfstack.cli", "tfstack.testing", "bench", "tests",
+    } <= {package_of(m) for m in GRAPH.modules}
+    from_app = reachable(GRAPH.edges, ["tfstack.gateway.app"])
+    assert {"tfstack.gateway.service", "tfstack.gateway.upstream", "tfstack.protocol.codec"} <= (
+        from_app
     )
-    assert "tensorflow" in GRAPH.external["modelserver.tensors"]  # what the gateway must not reach
+    # What the gateway must not reach:
+    assert "tensorflow" in GRAPH.external["tfstack.modelserver.tensors"]
 
 
 def test_a_cycle_through_a_function_level_import_is_found_and_named(tmp_path):
@@ -250,6 +259,24 @@ def test_a_cycle_through_a_function_level_import_is_found_and_named(tmp_path):
     assert found == {
         frozenset({"pkg.a", "pkg.sub.b", "pkg.c"}): "pkg.a -> pkg.sub.b -> pkg.c -> pkg.a"
     }
+
+
+def test_a_cycle_between_subpackages_of_the_namespace_is_a_package_cycle(tmp_path):
+    root = tmp_path / NAMESPACE
+    for sub in ("runtime", "cli", "server"):
+        (root / sub).mkdir(parents=True)
+        (root / sub / "__init__.py").write_text("")
+    (root / "__init__.py").write_text("")
+    (root / "runtime" / "logs.py").write_text("")
+    (root / "server" / "main.py").write_text("from tfstack.runtime import logs\n")
+    (root / "cli" / "up.py").write_text("import tfstack.server.main\n")
+    graph = build_graph(tmp_path, [NAMESPACE])
+    assert not strongly_connected(package_graph(graph))  # the CLI on top, runtime at the bottom
+
+    (root / "runtime" / "logs.py").write_text("def late():\n    from tfstack.cli import up\n")
+    packages = package_graph(build_graph(tmp_path, [NAMESPACE]))
+
+    assert strongly_connected(packages) == [{"tfstack.runtime", "tfstack.cli", "tfstack.server"}]
 
 
 # --- no cycles ---------------------------------------------------------------------------------
@@ -277,6 +304,20 @@ def test_no_cycles_between_packages_beyond_the_known_ones():
     assert not gone, f"these KNOWN_PACKAGE_CYCLES no longer exist; remove them: {gone}"
 
 
+def test_no_program_reaches_the_test_tools():
+    programs = [
+        m for m in GRAPH.modules
+        if package_of(m) not in ("tfstack.testing", "tests", "bench")
+    ]
+    problems = [
+        " -> ".join(path_between(GRAPH.edges, m, lambda n: in_package(n, "tfstack.testing")))
+        for m in programs
+    ]
+    assert not any(problems), "tfstack.testing is for tests and bench only:\n" + "\n".join(
+        p for p in problems if p
+    )
+
+
 # --- the gateway stays TensorFlow-free ---------------------------------------------------------
 
 
@@ -292,35 +333,31 @@ def test_gateway_never_reaches_tensorflow_or_the_model_server():
     problems = []
     for module in sorted(reachable(GRAPH.edges, GATEWAY)):
         heavy = sorted(GRAPH.external[module] & set(TENSORFLOW))
-        if module.split(".")[0] == "modelserver" or heavy:
+        if in_package(module, MODELSERVER_PACKAGE) or heavy:
             problems.append(" -> ".join(chain_from_gateway(module) + heavy))
     assert not problems, "the gateway image has no TensorFlow (decision 1):\n" + "\n".join(problems)
 
 
 def test_gateway_reaches_only_project_files_its_image_copies():
     copied = gateway_image_files()
-    assert "gateway/" in copied
+    assert "tfstack/gateway/" in copied and "tfstack/__init__.py" in copied
     missing = []
     for module in sorted(reachable(GRAPH.edges, GATEWAY)):
         path = GRAPH.modules[module].relative_to(REPO).as_posix()
         if not any(path == c or (c.endswith("/") and path.startswith(c)) for c in copied):
             missing.append(f"{path}: " + " -> ".join(chain_from_gateway(module)))
-    assert not missing, "gateway/Dockerfile does not copy what the gateway imports:\n" + "\n".join(
-        missing
+    assert not missing, (
+        "tfstack/gateway/Dockerfile does not copy what the gateway imports:\n" + "\n".join(missing)
     )
 
 
 # --- one protocol package below both programs --------------------------------------------------
 
 
-def in_package(module: str, package: str) -> bool:
-    return module == package or module.startswith(package + ".")
-
-
 def test_the_model_server_never_reaches_the_gateway():
-    modelserver = sorted(m for m in GRAPH.modules if in_package(m, "modelserver"))
+    modelserver = sorted(m for m in GRAPH.modules if in_package(m, MODELSERVER_PACKAGE))
     problems = [
-        " -> ".join(path_between(GRAPH.edges, start, lambda n: in_package(n, "gateway")))
+        " -> ".join(path_between(GRAPH.edges, start, lambda n: in_package(n, GATEWAY_PACKAGE)))
         for start in modelserver
     ]
     assert not any(problems), "modelserver imports the gateway:\n" + "\n".join(

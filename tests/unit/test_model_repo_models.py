@@ -13,8 +13,8 @@ from PIL import Image
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from model_repo import build
-from model_repo.data import digits_split, to_png, to_uint8
+from tfstack.model_repo import build
+from tfstack.model_repo.data import digits_split, to_png, to_uint8
 
 PREDICT = "tensorflow/serving/predict"
 CLASSIFY = "tensorflow/serving/classify"
@@ -275,7 +275,7 @@ def test_graph_loaded_digits_png_label_matches_digits_v1(graph_load, test_split)
 
 def test_build_skips_up_to_date_models_without_importing_tensorflow(models_root):
     code = (
-        "import sys; from pathlib import Path; from model_repo import build; "
+        "import sys; from pathlib import Path; from tfstack.model_repo import build; "
         f"assert build.build(Path({str(models_root)!r})) == []; "
         "print('tensorflow imported:', 'tensorflow' in sys.modules)"
     )
@@ -309,7 +309,8 @@ def test_stamp_notices_changed_parameters_and_missing_versions(models_root, monk
 def test_build_is_deterministic(models_root, tmp_path):
     """A fresh build (another process, another folder) gives byte-identical trained weights."""
     result = subprocess.run(
-        [sys.executable, "-m", "model_repo.build", "--out", str(tmp_path), "--only", "digits"],
+        [sys.executable, "-m", "tfstack.model_repo.build", "--out", str(tmp_path),
+         "--only", "digits"],
         capture_output=True,
         text=True,
         timeout=300,

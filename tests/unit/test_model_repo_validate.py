@@ -1,4 +1,4 @@
-"""model_repo's config files and the validator (`python -m model_repo.validate`)."""
+"""model_repo's config files and the validator (`python -m tfstack.model_repo.validate`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from model_repo import build, config, validate
+from tfstack.model_repo import build, config, validate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -296,7 +296,7 @@ def test_validator_passes_the_shipped_repository(models_root):
         [
             sys.executable,
             "-m",
-            "model_repo.validate",
+            "tfstack.model_repo.validate",
             "model_repo/models.config",
             "--path-map",
             f"/models={models_root}",
@@ -324,7 +324,7 @@ def test_validator_passes_the_shipped_repository(models_root):
 
 def test_console_script_is_declared():
     scripts = importlib.metadata.entry_points(group="console_scripts")
-    assert scripts["tfstack-validate-models"].value == "model_repo.validate:main"
+    assert scripts["tfstack-validate-models"].value == "tfstack.model_repo.validate:main"
 
 
 def test_tfstack_validate_is_the_validator_under_the_one_command(models_root, capsys, monkeypatch):

@@ -4,7 +4,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from gateway.settings import VARIABLES, Settings, env_name
+from tfstack.gateway.settings import VARIABLES, Settings, env_name
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from gateway.retry import (
+from tfstack.gateway.retry import (
     ATTEMPTS,
     BUDGET,
     DEADLINE,

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from model_repo.config import parse_batching_parameters
-from tfstack import cli, repo
+from tfstack import cli
+from tfstack.cli import repo
+from tfstack.model_repo.config import parse_batching_parameters
 
 REPO = Path(__file__).resolve().parents[2]
 PORTS = [  # nothing listens there

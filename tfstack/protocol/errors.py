@@ -2,8 +2,8 @@
 status and TF Serving's text, one gRPC -> HTTP table, and the texts TF Serving's REST API answers
 before any model runs.
 
-The gateway renders these with one Flask handler (gateway/errors.py); the model server's REST API
-renders the same type (modelserver/rest.py). Both answer `{"error": <message>}`.
+The gateway renders these with one Flask handler (tfstack/gateway/errors.py); the model server's
+REST API renders the same type (tfstack/modelserver/rest.py). Both answer `{"error": <message>}`.
 """
 
 from __future__ import annotations

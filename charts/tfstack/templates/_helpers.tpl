@@ -268,7 +268,7 @@ Seconds gunicorn may spend finishing requests in flight after the gateway's drai
 grace period leaves, less 2 s for the exit itself (at least 1).
 */}}
 {{/*
-The gateway's settings (gateway/settings.py), shared by its REST container and its gRPC container
+The gateway's settings (tfstack/gateway/settings.py), shared by its REST container and its gRPC container
 (each adds its own, then `gateway.extraEnv`, which wins).
 */}}
 {{- define "tfstack.gateway.env" -}}

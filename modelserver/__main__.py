@@ -1,5 +1,0 @@
-import sys
-
-from modelserver.main import main
-
-sys.exit(main())

@@ -1,0 +1,97 @@
+"""TF Serving's REST methods over gRPC: one function per method, JSON in, JSON-ready dict out.
+
+JSON is converted with the dtypes of the model's signature (cached per worker, see upstream.py),
+as TF Serving converts it; malformed JSON is a 400 before any backend call. Shapes are the model's
+business, as in TF Serving: when the backend refuses a request, its status and text come back, with
+a `hint` naming any input whose shape the signature does not declare.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from tfstack.gateway.domain import Deadline, UpstreamError
+from tfstack.gateway.upstream import Upstream
+from tfstack.protocol import codec
+from tfstack.protocol.proto import (
+    classification_pb2,
+    get_model_status_pb2,
+    predict_pb2,
+    regression_pb2,
+)
+from tfstack.protocol.routes import ModelRef
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+def predict(upstream: Upstream, model: ModelRef, raw: bytes, deadline: Deadline) -> dict:
+    body = codec.parse_json(raw)
+    cached = upstream.signatures(model, deadline, wanted=_requested_signature(body))
+    call = codec.decode_predict_body(body, cached.signatures)
+    request = predict_pb2.PredictRequest(
+        model_spec=model.spec(call.signature_name), inputs=call.inputs
+    )
+    try:
+        response = upstream.call("Predict", request, model.name, deadline)
+    except UpstreamError as err:
+        if err.code == grpc.StatusCode.INVALID_ARGUMENT:
+            hint = codec.shape_hint(cached.signatures[call.signature_name], call.inputs)
+            if hint is not None:
+                err.extra["hint"] = hint
+        raise
+    upstream.signature_cache.observe_version(model, response.model_spec.version.value)
+    return codec.encode_predict_response(response.outputs, call.row_format)
+
+
+# method -> (RPC, request message, response encoder): Classify and Regress differ only in these.
+_EXAMPLE_METHODS = {
+    "classify": (
+        "Classify",
+        classification_pb2.ClassificationRequest,
+        codec.encode_classify_response,
+    ),
+    "regress": ("Regress", regression_pb2.RegressionRequest, codec.encode_regress_response),
+}
+
+
+def _examples_method(method: str):
+    rpc, request_type, encode = _EXAMPLE_METHODS[method]
+
+    def handle(upstream: Upstream, model: ModelRef, raw: bytes, deadline: Deadline) -> dict:
+        signature_name, examples = codec.decode_examples_body(codec.parse_json(raw), method)
+        request = request_type(model_spec=model.spec(signature_name), input=examples)
+        return encode(upstream.call(rpc, request, model.name, deadline).result)
+
+    return handle
+
+
+classify = _examples_method("classify")
+regress = _examples_method("regress")
+
+
+def status(upstream: Upstream, model: ModelRef, _raw: bytes, deadline: Deadline) -> dict:
+    request = get_model_status_pb2.GetModelStatusRequest(model_spec=model.spec())
+    return codec.status_to_json(upstream.call("GetModelStatus", request, model.name, deadline))
+
+
+def metadata(upstream: Upstream, model: ModelRef, _raw: bytes, deadline: Deadline) -> dict:
+    return codec.metadata_to_json(upstream.metadata(model, deadline))
+
+
+HANDLERS = {
+    "predict": predict,
+    "classify": classify,
+    "regress": regress,
+    "status": status,
+    "metadata": metadata,
+}
+
+
+def _requested_signature(body: Any) -> str | None:
+    """The signature a predict body asks for (None if it cannot say: the codec's error will)."""
+    if not isinstance(body, dict):
+        return None
+    name = body.get("signature_name") or DEFAULT_SIGNATURE
+    return name if isinstance(name, str) else None

@@ -1,0 +1,51 @@
+"""Each worker's signatures per model, for converting JSON with the dtypes TF Serving would use.
+
+A model's signatures are fetched (GetModelMetadata) on its first request and kept until the model
+is seen to change: a response comes from another version than the one they were fetched from, or a
+request names a signature they lack (the model may have been replaced by one that has it: look
+once more; if it still lacks it, the request's own error says so). The cache does no I/O; the
+backend client (upstream.py) fetches on a miss.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from tfstack.gateway.domain import CachedSignatures
+from tfstack.protocol import codec
+from tfstack.protocol.routes import ModelRef
+
+
+class SignatureCache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[ModelRef, CachedSignatures] = {}
+
+    def lookup(self, model: ModelRef, wanted: str | None = None) -> CachedSignatures | None:
+        """The cached signatures of `model`; None when absent, or when they lack `wanted`."""
+        with self._lock:
+            cached = self._entries.get(model)
+        if cached is None or (wanted is not None and wanted not in cached.signatures):
+            return None
+        return cached
+
+    def store(self, model: ModelRef, metadata: Any) -> CachedSignatures:
+        """Keep the signatures of a GetModelMetadataResponse for `model`."""
+        cached = CachedSignatures(
+            codec.signatures_from_metadata(metadata), metadata.model_spec.version.value
+        )
+        with self._lock:
+            self._entries[model] = cached
+        return cached
+
+    def observe_version(self, model: ModelRef, version: int) -> None:
+        """A response came from `version`: drop an entry fetched from another version."""
+        with self._lock:
+            cached = self._entries.get(model)
+            if cached is not None and cached.version != version:
+                del self._entries[model]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

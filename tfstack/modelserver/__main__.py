@@ -1,0 +1,5 @@
+import sys
+
+from tfstack.modelserver.main import main
+
+sys.exit(main())

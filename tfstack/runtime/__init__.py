@@ -1,0 +1,1 @@
+"""What every tfstack program uses at run time: one logging configuration, child processes."""
