@@ -1,6 +1,7 @@
-"""Predict throughput and latency of the local model server on `digits`, batching off and on, at
-concurrency 1 and 32, next to the hand-rolled baseline (bench/modelserver_flask_app.py: Flask
-under gunicorn, the model loaded per worker, one TF call per request).
+"""Predict throughput and latency of the local model server on `digits`, batching off and on, and
+of the gateway in front of it (batching on; both with default settings), at concurrency 1, 16 and
+32, next to the hand-rolled baseline (bench/modelserver_flask_app.py: Flask under gunicorn, the
+model loaded per worker, one TF call per request).
 
 Same request for all three: REST `POST /v1/models/digits:predict` with one 8x8 image, JSON in and
 out, keep-alive where the server offers it. Load comes from `wrk` (C, closed loop, loopback) so
@@ -28,12 +29,15 @@ import urllib.request
 from pathlib import Path
 
 from bench.docsection import publish
+from bench.gateway_overhead import start_gunicorn
 from tfstack.runtime.procs import ManagedProcess, free_port, http_status
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- modelserver-bench:begin -->", "<!-- modelserver-bench:end -->"
-CONCURRENCY = (1, 32)
+CONCURRENCY = (1, 16, 32)
+BASELINE = "Flask + gunicorn (baseline)"
+GATEWAY = "gateway → modelserver, batching on"
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -109,6 +113,7 @@ def start_modelserver(
     extra: tuple[str, ...] = (),
     prefix: tuple[str, ...] = (),
     name: str = "",
+    grpc_port: int | None = None,
 ) -> tuple[ManagedProcess, str]:
     """The model server on `digits` (`prefix`: e.g. a `taskset` command line; `extra`: flags)."""
     port = free_port()
@@ -118,7 +123,7 @@ def start_modelserver(
         "-m",
         "tfstack.modelserver",
         "--host=127.0.0.1",
-        f"--port={free_port()}",
+        f"--port={grpc_port or free_port()}",
         f"--rest_api_port={port}",
         "--model_name=digits",
         f"--model_base_path={models_root / 'digits'}",
@@ -154,6 +159,15 @@ def start_flask(tmp: Path, models_root: Path, workers: int) -> tuple[ManagedProc
     proc, base = start_gunicorn_app(tmp, "flask", app, env, workers)
     # Ready once a worker answers a real prediction (each worker loads the model itself).
     proc.wait_until(lambda: _post_ok(f"{base}/v1/models/digits:predict"), 300, "predicting")
+    return proc, base
+
+
+def start_gateway(tmp: Path, grpc_port: int) -> tuple[ManagedProcess, str]:
+    """The gateway with its default settings (admission included) in front of `grpc_port`."""
+    proc, port = start_gunicorn(tmp, "gateway", "tfstack.gateway.app:create_app()", grpc_port,
+                                max_inflight="0")  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    proc.wait_until(lambda: http_status(f"{base}/readyz") == 200, 60, "ready")
     return proc, base
 
 
@@ -203,13 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[ManagedProcess] = []
     try:
         targets = {}
+        grpc_port = free_port()  # the batching model server's, for the gateway
         for label, start in (
-            (
-                "Flask + gunicorn (baseline)",
-                lambda: start_flask(tmp, models_root, args.flask_workers),
-            ),
+            (BASELINE, lambda: start_flask(tmp, models_root, args.flask_workers)),
             ("modelserver, batching off", lambda: start_modelserver(tmp, models_root, False)),
-            ("modelserver, batching on", lambda: start_modelserver(tmp, models_root, True)),
+            (
+                "modelserver, batching on",
+                lambda: start_modelserver(tmp, models_root, True, grpc_port=grpc_port),
+            ),
+            (GATEWAY, lambda: start_gateway(tmp, grpc_port)),
         ):
             proc, base = start()
             procs.append(proc)
@@ -240,7 +256,7 @@ def _median(runs: list[dict], key: str) -> float:
 
 
 def render(results, args, batch: float | None) -> str:
-    baseline = "Flask + gunicorn (baseline)"
+    baseline = BASELINE
     lines = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} "
         f"cores ({platform.machine()}), load average {args.load_before:.1f} before and "
@@ -262,7 +278,19 @@ def render(results, args, batch: float | None) -> str:
         )
     if batch is not None:
         lines += ["", f"Mean processed batch size with batching on (whole run): {batch:.1f}."]
+    lines += ["", "Gateway + model server vs the baseline (target: ≥ 2× the req/s, a lower p99, no "
+              "errors): " + "; ".join(_verdict(results, c) for c in CONCURRENCY if c > 1) + "."]
     return "\n".join(lines)
+
+
+def _verdict(results, c: int) -> str:
+    gateway, base = results[(GATEWAY, c)], results[(BASELINE, c)]
+    ratio = _median(gateway, "rps") / _median(base, "rps")
+    lower_p99 = _median(gateway, "p99_ms") < _median(base, "p99_ms")
+    errors = sum(r["errors"] for r in gateway)
+    met = ratio >= 2 and lower_p99 and errors == 0
+    return (f"c={c}: {ratio:.2f}×, p99 {'lower' if lower_p99 else 'higher'}, {errors} errors — "
+            f"{'met' if met else '**missed**'}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from gunicorn.glogging import Logger
+
 from tfstack.gateway.settings import SettingsError, load_settings
 from tfstack.runtime.logconfig import config as _logging_config  # `logconfig` is a gunicorn setting
 
@@ -73,6 +75,19 @@ proc_name = "tfstack-gateway"
 loglevel = _settings.log_level
 errorlog = "-"  # gunicorn's own logs: stderr
 accesslog = None  # the app writes structured JSON access lines (tfstack/gateway/accesslog.py)
+
+
+class _NoAccessLogger(Logger):
+    """gunicorn's logger minus its access log, which the app replaces. With `logconfig_dict` set,
+    gunicorn would still build every request's access-log fields (~3 % of a worker's CPU,
+    docs/benchmarks.md) for `gunicorn.access`, a logger tfstack/runtime/logconfig.py silences
+    anyway."""
+
+    def access(self, resp, req, environ, request_time):
+        pass
+
+
+logger_class = _NoAccessLogger
 # The project's one logging configuration (JSON; gunicorn's, the app's and every library's logger),
 # applied by gunicorn in the master before any worker forks.
 logconfig_dict = _logging_config(_settings.log_level)
