@@ -4,6 +4,7 @@
 #   bash ci/cluster/images.sh build [NAME...]           # build what changed; per-image timings
 #   bash ci/cluster/images.sh load --address SOCK [NAME...]   # ctr import into SOCK's k8s.io namespace
 #   bash ci/cluster/images.sh list                      # NAME REF ARCHIVE, one per line
+#   bash ci/cluster/images.sh fetch                     # only the wheelhouse's downloads (below)
 #
 # How: the base image comes from ci/cluster/base-image.sh (Debian packages). For a build, a private
 # containerd + dockerd (Debian's docker.io) run in their own mount namespace, on sockets and state
@@ -329,6 +330,18 @@ cmd_build() {
   printf '%-20s %-45s %5ss\n' total '' $(($(date +%s) - t0))
 }
 
+# The network-bound part of a build, for ci/test.sh to run under pytest: the wheelhouse (the base
+# image's Debian packages are not worth it: that build overlaps the Kubernetes compile).
+cmd_fetch() {
+  local start
+  mkdir -p "$IMAGES_DIR"
+  exec 9>"$IMAGES_DIR/.build.lock"
+  # A build holding the lock fetches for itself.
+  flock -n 9 || { log "images: a build is running; not fetching"; return 0; }
+  start=$(date +%s)
+  log "images: wheelhouse ready in $(prepare_wheelhouse) ($(($(date +%s) - start)) s)"
+}
+
 cmd_load() {
   local address='' line name
   while [ $# -gt 0 ]; do
@@ -358,5 +371,6 @@ case ${1:-} in
   build) shift; cmd_build "$@" ;;
   load) shift; cmd_load "$@" ;;
   list) shift; cmd_list "$@" ;;
-  *) echo "usage: $0 build [NAME...] | load --address CONTAINERD_SOCK [NAME...] | list" >&2; exit 2 ;;
+  fetch) shift; cmd_fetch ;;
+  *) echo "usage: $0 build [NAME...] | load --address CONTAINERD_SOCK [NAME...] | list | fetch" >&2; exit 2 ;;
 esac
