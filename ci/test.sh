@@ -17,7 +17,10 @@ prefetch_pid=
 if [ "${TFSTACK_SKIP_E2E:-0}" != 1 ]; then
   prefetch_log=${TFSTACK_ARTIFACTS:-$PWD/.run/cluster}/prefetch.log
   low=(nice -n 19)
-  # The idle I/O class; some kernels and containers refuse it (and it only matters with CFQ/BFQ).
+  # SCHED_IDLE: a CPU only when no other task wants it, given up at once when one wakes (nice 19
+  # alone still takes a share and delays wake-ups). The idle I/O class (honoured by BFQ and
+  # mq-deadline). Each where the kernel or container allows it.
+  if command -v chrt >/dev/null && chrt --idle 0 true 2>/dev/null; then low=(chrt --idle 0 "${low[@]}"); fi
   if command -v ionice >/dev/null && ionice -c3 true 2>/dev/null; then low+=(ionice -c3); fi
   step "in the background until the cluster suite: its downloads (ci/cluster/prefetch.sh, log: $prefetch_log)"
   job_start "$prefetch_log" "${low[@]}" bash ci/cluster/prefetch.sh
