@@ -13,6 +13,8 @@
 #   build-addons.sh --fetch [NAME...]   # only the downloads (sources and modules, into go's module
 #                                       # cache) of what is not cached, for ci/test.sh to run under pytest
 set -euo pipefail
+# The *_tree functions run in $(...) and call others there: a failing step must stop them too.
+shopt -s inherit_errexit
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=ci/cluster/lib.sh
 source "$here/lib.sh"
@@ -70,8 +72,10 @@ go_install() {
 # go.mod applies whole (replace and exclude directives included, which `go install MODULE@VERSION`
 # refuses: Prometheus replaces klog), and its generators can rewrite the plugin lists.
 module_tree() {
-  local mod=$1 version=$2 dir tree
-  dir=$(go mod download -json "$mod@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)".*/\1/p')
+  local mod=$1 version=$2 json dir tree
+  json=$(go mod download -json "$mod@$version") \
+    || die "go mod download $mod@$version: $(sed -n 's/^[[:space:]]*"Error": "\(.*\)".*/\1/p' <<<"$json")"
+  dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)".*/\1/p' <<<"$json")
   [ -f "$dir/go.mod" ] || die "go mod download $mod@$version gave no module directory"
   tree=$(mktemp -d "$tmp_prefix.XXXXXX")
   cp -R "$dir/." "$tree"

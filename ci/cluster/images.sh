@@ -127,9 +127,12 @@ prepare_wheelhouse() {
   log "images: downloading wheels with the host's pip into $house"
   rm -rf "$house" && mkdir -p "$house/files"
   requirements >"$house/requirements.txt"
+  # `|| die`: callers run this in $(...), where set -e does not reach; the key must not be
+  # written over a partial download.
   python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
-    -d "$house/files" -r "$house/requirements.txt" 2> >(grep -v "^WARNING: Location '" >&2)
-  python3 - "$house" <<'PY'
+    -d "$house/files" -r "$house/requirements.txt" 2> >(grep -v "^WARNING: Location '" >&2) \
+    || die "images: pip could not download the wheels into $house"
+  python3 - "$house" <<'PY' || die "images: could not index the wheels in $house"
 import os, re, sys
 house = sys.argv[1]
 for wheel in os.listdir(os.path.join(house, "files")):
@@ -273,7 +276,7 @@ build_one() {
 }
 
 cmd_build() {
-  local t0 base_tar base_key line name ctx key start todo=() report=()
+  local t0 base_tar base_key line name ctx key start house todo=() report=()
   t0=$(date +%s)
   mkdir -p "$IMAGES_DIR" "$TFSTACK_CACHE/tmp"
   # One build at a time per machine (CI and a developer may share the cache).
@@ -310,7 +313,8 @@ cmd_build() {
     builder_start
     "$DOCKER" load -q -i "$base_tar" >/dev/null
     if [[ ${todo[*]} == *@PIP_INDEX@* ]]; then
-      serve_wheels "$(prepare_wheelhouse)"
+      house=$(prepare_wheelhouse)
+      serve_wheels "$house"
     fi
     report+=("$(printf '%-20s %-45s %5ss' 'builder+wheels' '' $(($(date +%s) - start)))")
     for line in "${todo[@]}"; do
@@ -333,13 +337,14 @@ cmd_build() {
 # The network-bound part of a build, for ci/test.sh to run under pytest: the wheelhouse (the base
 # image's Debian packages are not worth it: that build overlaps the Kubernetes compile).
 cmd_fetch() {
-  local start
+  local start house
   mkdir -p "$IMAGES_DIR"
   exec 9>"$IMAGES_DIR/.build.lock"
   # A build holding the lock fetches for itself.
   flock -n 9 || { log "images: a build is running; not fetching"; return 0; }
   start=$(date +%s)
-  log "images: wheelhouse ready in $(prepare_wheelhouse) ($(($(date +%s) - start)) s)"
+  house=$(prepare_wheelhouse)
+  log "images: wheelhouse ready in $house ($(($(date +%s) - start)) s)"
 }
 
 cmd_load() {
