@@ -8,8 +8,13 @@
 #   prometheus          github.com/prometheus/prometheus/cmd/prometheus,  (Go module proxy)
 #                       Kubernetes service discovery only
 # Versions: ci/cluster/addons/versions.sh. Go binaries are static (CGO_ENABLED=0), -trimpath, and
-# stamped the way each project's Makefile stamps them. Usage: build-addons.sh [NAME...] (default all).
+# stamped the way each project's Makefile stamps them.
+#   build-addons.sh [NAME...]           # builds what is not cached (default: all)
+#   build-addons.sh --fetch [NAME...]   # only the downloads (sources and modules, into go's module
+#                                       # cache) of what is not cached, for ci/test.sh to run under pytest
 set -euo pipefail
+# The *_tree functions run in $(...) and call others there: a failing step must stop them too.
+shopt -s inherit_errexit
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=ci/cluster/lib.sh
 source "$here/lib.sh"
@@ -21,6 +26,10 @@ ADDONS_CACHE=${ADDONS_CACHE:-$TFSTACK_CACHE/addons}
 export GOTOOLCHAIN=local GOFLAGS=
 
 context_dir() { echo "$ADDONS_CACHE/$1-$2"; }
+# This run's temporary trees and GOBINs, removed on any exit (a fetch may be stopped half-way). A
+# tree copied from the module cache is read-only until made writable.
+tmp_prefix="$ADDONS_CACHE/.build.$$"
+trap 'chmod -R u+w "$tmp_prefix".* 2>/dev/null || true; rm -rf "$tmp_prefix".*' EXIT
 
 # Copies the /etc files of a FROM-scratch image (users, resolver order, CA bundle) into a context.
 stage_etc() {
@@ -51,7 +60,7 @@ module_time() {
 # go_install CONTEXT PACKAGE VERSION LDFLAGS: a static binary into CONTEXT, replaced atomically.
 go_install() {
   local ctx=$1 pkg=$2 version=$3 ldflags=$4 tmp
-  tmp=$(mktemp -d "$ADDONS_CACHE/.build.XXXXXX")
+  tmp=$(mktemp -d "$tmp_prefix.XXXXXX")
   GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath -ldflags "$ldflags" "$pkg@$version"
   mkdir -p "$ctx"
   mv "$tmp/${pkg##*/}" "$ctx/"
@@ -63,13 +72,24 @@ go_install() {
 # go.mod applies whole (replace and exclude directives included, which `go install MODULE@VERSION`
 # refuses: Prometheus replaces klog), and its generators can rewrite the plugin lists.
 module_tree() {
-  local mod=$1 version=$2 dir tree
-  dir=$(go mod download -json "$mod@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)".*/\1/p')
+  local mod=$1 version=$2 json dir tree
+  json=$(go mod download -json "$mod@$version") \
+    || die "go mod download $mod@$version: $(sed -n 's/^[[:space:]]*"Error": "\(.*\)".*/\1/p' <<<"$json")"
+  dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)".*/\1/p' <<<"$json")
   [ -f "$dir/go.mod" ] || die "go mod download $mod@$version gave no module directory"
-  tree=$(mktemp -d "$ADDONS_CACHE/.build.XXXXXX")
+  tree=$(mktemp -d "$tmp_prefix.XXXXXX")
   cp -R "$dir/." "$tree"
   chmod -R u+w "$tree"
   echo "$tree"
+}
+
+# go_fetch_tree TREE PACKAGE [TAGS]: downloads every module a build of PACKAGE in TREE needs, then
+# removes TREE. `go list -deps` loads the package graph `go build` would (same tags, CGO_ENABLED=0),
+# which takes each imported package's module source, and compiles nothing.
+go_fetch_tree() {
+  local tree=$1 pkg=$2 tags=${3:-}
+  (cd "$tree" && CGO_ENABLED=0 go list -deps -tags "$tags" "$pkg" >/dev/null)
+  rm -rf "$tree"
 }
 
 # go_build_tree CONTEXT/BINARY TREE PACKAGE LDFLAGS [TAGS]: builds PACKAGE (a path inside TREE,
@@ -113,68 +133,119 @@ build_pause() {
   echo "$sum" > "$stamp"
 }
 
-build_coredns() {
-  local ctx tree mod=github.com/coredns/coredns
-  ctx=$(context_dir coredns "$COREDNS_VERSION")
-  stage_etc "$ctx"
-  built_from "$ctx" coredns "$COREDNS_PLUGINS" && return 0
-  tree=$(module_tree "$mod" "$COREDNS_VERSION")
+# Each Go addon has build_NAME, fetch_NAME (the same downloads, no compile) and NAME_cached (its
+# binary is built, from the current recipe: neither has anything to do). *_tree functions print the
+# source tree both work from.
+coredns_cached() { built_from "$(context_dir coredns "$COREDNS_VERSION")" coredns "$COREDNS_PLUGINS"; }
+metrics_server_cached() { [ -x "$(context_dir metrics-server "$METRICS_SERVER_VERSION")/metrics-server" ]; }
+prometheus_adapter_cached() { [ -x "$(context_dir prometheus-adapter "$PROMETHEUS_ADAPTER_VERSION")/adapter" ]; }
+prometheus_cached() { built_from "$(context_dir prometheus "$PROMETHEUS_VERSION")" prometheus "$PROMETHEUS_SD"; }
+
+# CoreDNS' source with our plugins only, generated.
+coredns_tree() {
+  local tree
+  tree=$(module_tree github.com/coredns/coredns "$COREDNS_VERSION")
   # plugin.cfg lines are NAME:PACKAGE in execution order; keep ours, in upstream's order.
   grep -E "^($(echo "$COREDNS_PLUGINS" | tr ' ' '|')):" "$tree/plugin.cfg" > "$tree/plugin.cfg.new"
   [ "$(wc -l < "$tree/plugin.cfg.new")" -eq "$(wc -w <<< "$COREDNS_PLUGINS")" ] \
     || die "coredns $COREDNS_VERSION: plugin.cfg lacks one of: $COREDNS_PLUGINS"
   mv "$tree/plugin.cfg.new" "$tree/plugin.cfg"
-  (cd "$tree" && go generate coredns.go)
+  (cd "$tree" && go generate coredns.go) >&2
+  echo "$tree"
+}
+
+fetch_coredns() {
+  local tree
+  tree=$(coredns_tree)
+  go_fetch_tree "$tree" .
+}
+
+build_coredns() {
+  local ctx tree mod=github.com/coredns/coredns
+  ctx=$(context_dir coredns "$COREDNS_VERSION")
+  stage_etc "$ctx"
+  coredns_cached && return 0
+  tree=$(coredns_tree)
   # CoreDNS' Makefile: -X coremain.GitCommit (its version is a constant in coremain/version.go).
   go_build_tree "$ctx/coredns" "$tree" . \
     "-s -w -X $mod/coremain.GitCommit=$(module_commit "$mod" "$COREDNS_VERSION")"
   recipe_done "$ctx" "$COREDNS_PLUGINS"
 }
 
+# `go install MODULE/cmd/...@VERSION` builds with MODULE's own go.mod as the main module (it has no
+# replace directives), so a copy of its tree resolves the same modules.
+fetch_metrics_server() {
+  local tree
+  tree=$(module_tree sigs.k8s.io/metrics-server "$METRICS_SERVER_VERSION")
+  go_fetch_tree "$tree" ./cmd/metrics-server
+}
+
 build_metrics_server() {
   local ctx mod=sigs.k8s.io/metrics-server v=k8s.io/client-go/pkg/version commit
   ctx=$(context_dir metrics-server "$METRICS_SERVER_VERSION")
   stage_etc "$ctx"
-  [ -x "$ctx/metrics-server" ] && return 0
+  metrics_server_cached && return 0
   # metrics-server's Makefile stamps client-go's version package (gitVersion, gitCommit, buildDate).
   commit=$(module_commit "$mod" "$METRICS_SERVER_VERSION")
   go_install "$ctx" "$mod/cmd/metrics-server" "$METRICS_SERVER_VERSION" \
     "-s -w -X $v.gitVersion=$METRICS_SERVER_VERSION -X $v.gitCommit=${commit:-unknown} -X $v.buildDate=$(module_time "$mod" "$METRICS_SERVER_VERSION")"
 }
 
-build_prometheus_adapter() {
-  local ctx
-  ctx=$(context_dir prometheus-adapter "$PROMETHEUS_ADAPTER_VERSION")
-  stage_etc "$ctx"
-  [ -x "$ctx/adapter" ] && return 0
-  # prometheus-adapter's Makefile stamps nothing (plain `go build ./cmd/adapter`); neither do we.
-  go_build_tree "$ctx/adapter" "$(module_tree sigs.k8s.io/prometheus-adapter "$PROMETHEUS_ADAPTER_VERSION")" \
-    ./cmd/adapter "-s -w"
+fetch_prometheus_adapter() {
+  local tree
+  tree=$(module_tree sigs.k8s.io/prometheus-adapter "$PROMETHEUS_ADAPTER_VERSION")
+  go_fetch_tree "$tree" ./cmd/adapter
 }
 
-# Not Debian's package binary: Debian builds Prometheus without Kubernetes service discovery (and
-# linked against libc). .promu.yml's tags and version stamps, less builtinassets (the built web UI
-# is not in the module; the HTTP API, all the adapter uses, is unaffected).
-build_prometheus() {
-  local ctx tree sd mod=github.com/prometheus/prometheus v=github.com/prometheus/common/version commit
-  ctx=$(context_dir prometheus "$PROMETHEUS_VERSION")
+build_prometheus_adapter() {
+  local ctx tree
+  ctx=$(context_dir prometheus-adapter "$PROMETHEUS_ADAPTER_VERSION")
   stage_etc "$ctx"
-  built_from "$ctx" prometheus "$PROMETHEUS_SD" && return 0
+  prometheus_adapter_cached && return 0
+  tree=$(module_tree sigs.k8s.io/prometheus-adapter "$PROMETHEUS_ADAPTER_VERSION")
+  # prometheus-adapter's Makefile stamps nothing (plain `go build ./cmd/adapter`); neither do we.
+  go_build_tree "$ctx/adapter" "$tree" ./cmd/adapter "-s -w"
+}
+
+# Prometheus' source with our service discoveries only, generated; .promu.yml's build tags.
+PROMETHEUS_TAGS=netgo,stringlabels
+prometheus_tree() {
+  local tree sd mod=github.com/prometheus/prometheus
   tree=$(module_tree "$mod" "$PROMETHEUS_MODULE_VERSION")
   for sd in $PROMETHEUS_SD; do
     grep -qx -- "- $mod/discovery/$sd" "$tree/plugins.yml" || die "prometheus $PROMETHEUS_VERSION: no discovery '$sd' in plugins.yml"
     echo "- $mod/discovery/$sd"
   done > "$tree/plugins.yml.new"
   mv "$tree/plugins.yml.new" "$tree/plugins.yml"
-  (cd "$tree" && go generate -tags plugins ./plugins)
+  (cd "$tree" && go generate -tags plugins ./plugins) >&2
+  echo "$tree"
+}
+
+fetch_prometheus() {
+  local tree
+  tree=$(prometheus_tree)
+  go_fetch_tree "$tree" ./cmd/prometheus "$PROMETHEUS_TAGS"
+}
+
+# Not Debian's package binary: Debian builds Prometheus without Kubernetes service discovery (and
+# linked against libc). .promu.yml's tags and version stamps, less builtinassets (the built web UI
+# is not in the module; the HTTP API, all the adapter uses, is unaffected).
+build_prometheus() {
+  local ctx tree mod=github.com/prometheus/prometheus v=github.com/prometheus/common/version commit
+  ctx=$(context_dir prometheus "$PROMETHEUS_VERSION")
+  stage_etc "$ctx"
+  prometheus_cached && return 0
+  tree=$(prometheus_tree)
   commit=$(module_commit "$mod" "$PROMETHEUS_MODULE_VERSION")
   go_build_tree "$ctx/prometheus" "$tree" ./cmd/prometheus \
     "-s -w -X $v.Version=$PROMETHEUS_VERSION -X $v.Revision=${commit:-unknown} -X $v.Branch=HEAD -X $v.BuildUser=tfstack -X $v.BuildDate=$(module_time "$mod" "$PROMETHEUS_MODULE_VERSION")" \
-    netgo,stringlabels
+    "$PROMETHEUS_TAGS"
   recipe_done "$ctx" "$PROMETHEUS_SD"
 }
 
 all=(pause coredns metrics-server prometheus-adapter prometheus)
+verb=build
+if [ "${1:-}" = --fetch ]; then verb=fetch; shift; fi
 [ "$#" -gt 0 ] || set -- "${all[@]}"
 mkdir -p "$ADDONS_CACHE"
 for name in "$@"; do
@@ -183,6 +254,12 @@ for name in "$@"; do
     *) die "unknown addon '$name' (one of: ${all[*]})" ;;
   esac
   start=$(date +%s)
-  "build_${name//-/_}"
-  log "addon $name ready in $(( $(date +%s) - start )) s ($ADDONS_CACHE)"
+  if [ "$verb" = build ]; then
+    "build_${name//-/_}"
+    log "addon $name ready in $(( $(date +%s) - start )) s ($ADDONS_CACHE)"
+  # pause is built from a file in this repository: nothing to fetch.
+  elif [ "$name" != pause ] && ! "${name//-/_}_cached"; then
+    "fetch_${name//-/_}"
+    log "addon $name: sources and modules fetched in $(( $(date +%s) - start )) s ($(go env GOMODCACHE))"
+  fi
 done

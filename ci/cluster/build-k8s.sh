@@ -7,6 +7,10 @@
 # k8s.io/NAME with its published twin k8s.io/NAME v0.<minor>.<patch>; the server binaries are then
 # built from k8s.io/kubernetes/cmd/... with the version stamped the way upstream's build does, so the
 # API server reports its true version (Helm's kubeVersion checks depend on it).
+#
+#   build-k8s.sh           # the binaries, unless cached
+#   build-k8s.sh --fetch   # only the downloads (into go's module cache): the network-bound part, which
+#                          # ci/test.sh runs under pytest; does nothing when the binaries are cached
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=ci/cluster/lib.sh
@@ -14,6 +18,12 @@ source "$here/lib.sh"
 
 out="$K8S_CACHE/bin"
 binaries=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+fetch_only=0
+case ${1:-} in
+  --fetch) fetch_only=1 ;;
+  "") ;;
+  *) die "usage: build-k8s.sh [--fetch]" ;;
+esac
 have_all() { local b; for b in "${binaries[@]}"; do [ -x "$out/$b" ] || return 1; done; }
 if have_all && [ "$("$out/kube-apiserver" --version 2>/dev/null)" = "Kubernetes $K8S_VERSION" ]; then
   log "kubernetes $K8S_VERSION binaries cached in $out"
@@ -22,11 +32,15 @@ fi
 
 command -v go >/dev/null || die "go is needed to build Kubernetes (Go >= 1.24)"
 mod="$K8S_CACHE/module"
-mkdir -p "$mod" "$out"
-log "building kubernetes $K8S_VERSION from the Go module (cold: ~15-25 min on 2 cores; cached after)"
-start=$(date +%s)
 staging_minor="v0.${K8S_VERSION#v1.}"
-(
+
+# The wrapper module in $mod, tidied: every module the build needs is then in go's module cache
+# (tidy downloads what any package of the build graph imports). Rewritten from scratch each time,
+# so an interrupted run leaves nothing that the next one trusts; with the modules cached it takes
+# a few seconds and no network.
+wrapper_module() {
+  local upstream_mod b
+  mkdir -p "$mod"
   cd "$mod"
   GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$K8S_VERSION" >/dev/null
   upstream_mod=$(go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/go.mod
@@ -52,6 +66,20 @@ staging_minor="v0.${K8S_VERSION#v1.}"
     echo ")"
   } > tools.go
   GOFLAGS=-mod=mod go mod tidy
+}
+
+if [ "$fetch_only" = 1 ]; then
+  start=$(date +%s)
+  (wrapper_module)
+  log "kubernetes $K8S_VERSION modules fetched in $(( $(date +%s) - start )) s ($(go env GOMODCACHE))"
+  exit 0
+fi
+
+mkdir -p "$out"
+log "building kubernetes $K8S_VERSION from the Go module (cold: ~15-25 min on 2 cores; cached after)"
+start=$(date +%s)
+(
+  wrapper_module
   ldflags="-s -w"
   pkg=k8s.io/component-base/version
   minor=${K8S_VERSION#v1.}; minor=${minor%%.*}

@@ -4,6 +4,7 @@
 #   bash ci/cluster/images.sh build [NAME...]           # build what changed; per-image timings
 #   bash ci/cluster/images.sh load --address SOCK [NAME...]   # ctr import into SOCK's k8s.io namespace
 #   bash ci/cluster/images.sh list                      # NAME REF ARCHIVE, one per line
+#   bash ci/cluster/images.sh fetch                     # only the wheelhouse's downloads (below)
 #
 # How: the base image comes from ci/cluster/base-image.sh (Debian packages). For a build, a private
 # containerd + dockerd (Debian's docker.io) run in their own mount namespace, on sockets and state
@@ -126,9 +127,12 @@ prepare_wheelhouse() {
   log "images: downloading wheels with the host's pip into $house"
   rm -rf "$house" && mkdir -p "$house/files"
   requirements >"$house/requirements.txt"
+  # `|| die`: callers run this in $(...), where set -e does not reach; the key must not be
+  # written over a partial download.
   python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
-    -d "$house/files" -r "$house/requirements.txt" 2> >(grep -v "^WARNING: Location '" >&2)
-  python3 - "$house" <<'PY'
+    -d "$house/files" -r "$house/requirements.txt" 2> >(grep -v "^WARNING: Location '" >&2) \
+    || die "images: pip could not download the wheels into $house"
+  python3 - "$house" <<'PY' || die "images: could not index the wheels in $house"
 import os, re, sys
 house = sys.argv[1]
 for wheel in os.listdir(os.path.join(house, "files")):
@@ -272,7 +276,7 @@ build_one() {
 }
 
 cmd_build() {
-  local t0 base_tar base_key line name ctx key start todo=() report=()
+  local t0 base_tar base_key line name ctx key start house todo=() report=()
   t0=$(date +%s)
   mkdir -p "$IMAGES_DIR" "$TFSTACK_CACHE/tmp"
   # One build at a time per machine (CI and a developer may share the cache).
@@ -309,7 +313,8 @@ cmd_build() {
     builder_start
     "$DOCKER" load -q -i "$base_tar" >/dev/null
     if [[ ${todo[*]} == *@PIP_INDEX@* ]]; then
-      serve_wheels "$(prepare_wheelhouse)"
+      house=$(prepare_wheelhouse)
+      serve_wheels "$house"
     fi
     report+=("$(printf '%-20s %-45s %5ss' 'builder+wheels' '' $(($(date +%s) - start)))")
     for line in "${todo[@]}"; do
@@ -327,6 +332,19 @@ cmd_build() {
   fi
   printf '%s\n' "${report[@]}"
   printf '%-20s %-45s %5ss\n' total '' $(($(date +%s) - t0))
+}
+
+# The network-bound part of a build, for ci/test.sh to run under pytest: the wheelhouse (the base
+# image's Debian packages are not worth it: that build overlaps the Kubernetes compile).
+cmd_fetch() {
+  local start house
+  mkdir -p "$IMAGES_DIR"
+  exec 9>"$IMAGES_DIR/.build.lock"
+  # A build holding the lock fetches for itself.
+  flock -n 9 || { log "images: a build is running; not fetching"; return 0; }
+  start=$(date +%s)
+  house=$(prepare_wheelhouse)
+  log "images: wheelhouse ready in $house ($(($(date +%s) - start)) s)"
 }
 
 cmd_load() {
@@ -358,5 +376,6 @@ case ${1:-} in
   build) shift; cmd_build "$@" ;;
   load) shift; cmd_load "$@" ;;
   list) shift; cmd_list "$@" ;;
-  *) echo "usage: $0 build [NAME...] | load --address CONTAINERD_SOCK [NAME...] | list" >&2; exit 2 ;;
+  fetch) shift; cmd_fetch ;;
+  *) echo "usage: $0 build [NAME...] | load --address CONTAINERD_SOCK [NAME...] | list | fetch" >&2; exit 2 ;;
 esac
