@@ -65,10 +65,6 @@ class Deadline:
     client_shortened: bool = False
 
     @classmethod
-    def start(cls, timeout_ms: float) -> Deadline:
-        return cls(timeout_ms, time.monotonic())
-
-    @classmethod
     def capped(cls, asked_ms: float | None, cap_ms: float) -> Deadline:
         """The client's deadline (`None`: none given) capped by the gateway's `cap_ms`."""
         if asked_ms is None or asked_ms >= cap_ms:

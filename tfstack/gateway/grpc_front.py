@@ -170,7 +170,7 @@ class FrontDoor:
         self, rpc: str, model: str, code: grpc.StatusCode, seconds: float, size: int,
         context: grpc.ServicerContext,
     ) -> None:
-        service, method = RPCS[rpc].service, RPCS[rpc].rest_method
+        method = RPCS[rpc].rest_method
         label = self.upstream.model_label(model)
         status = http_status_for(code)  # the `code` label means the same for both protocols
         metrics.REQUESTS.labels(label, method, str(status), "grpc").inc()
@@ -182,7 +182,7 @@ class FrontDoor:
             request_id=_request_id(context),
             protocol="grpc",
             method="POST",
-            path=f"/{service}/{rpc}",
+            path=RPCS[rpc].path,
             model=model or None,
             status=status,
             grpc_code=code.name,

@@ -38,7 +38,7 @@ from tfstack.protocol.proto import (
     prediction_service_pb2_grpc,
 )
 from tfstack.protocol.routes import ModelRef
-from tfstack.protocol.rpcs import RPCS
+from tfstack.protocol.rpcs import MODEL_SERVICE, RPCS
 
 UNKNOWN_MODEL = "_unknown"  # metrics label for a model the backend has not confirmed
 # (address, rpc, milliseconds) of each backend call the current request made, for the access log.
@@ -89,7 +89,7 @@ class _Client:
         self.channel.subscribe(on_state, try_to_connect=False)
 
     def method(self, rpc: str) -> Callable[..., Any]:
-        stub = self.model if rpc == "GetModelStatus" else self.prediction
+        stub = self.model if RPCS[rpc].service == MODEL_SERVICE else self.prediction
         return getattr(stub, rpc)
 
     def close(self) -> None:
