@@ -156,6 +156,8 @@ def debug_vars() -> Response:
         {
             "pid": os.getpid(),
             "tensorflow_loaded": "tensorflow" in sys.modules,
+            # Read only for tensors too large to read in plain Python (protocol/tensor_to_json.py).
+            "numpy_loaded": "numpy" in sys.modules,
             "heavy_modules": heavy[:20],
             "modules_loaded": len(sys.modules),
             "rss_bytes": _rss_bytes(),

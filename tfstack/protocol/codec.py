@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
 from google.protobuf import json_format
 
 from tfstack.protocol.dtypes import CodecError, ValueProblem, dtype_info, quote
@@ -29,7 +29,10 @@ from tfstack.protocol.proto import (
     regression_pb2,
     tensor_pb2,
 )
-from tfstack.protocol.tensor_to_json import float_json, to_array, to_json_value
+from tfstack.protocol.tensor_to_json import Dense, float_json, read_tensor, to_json_value
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "CodecError",
@@ -297,15 +300,15 @@ def encode_predict_response(outputs: Mapping[str, tensor_pb2.TensorProto],
     arrays = {}
     for name in sorted(outputs):
         try:
-            arrays[name] = to_array(outputs[name])
+            arrays[name] = read_tensor(outputs[name])
         except ValueProblem as problem:
             raise CodecError(f"{problem.message} (output: {name})", problem.status) from None
     return encode_predict_arrays(arrays, row_format)
 
 
-def encode_predict_arrays(arrays: Mapping[str, np.ndarray], row_format: bool) -> dict:
-    """encode_predict_response for outputs already read as numpy arrays (strings: object arrays
-    of bytes, written as `{"b64": ...}` when the output's name ends in `_bytes`)."""
+def encode_predict_arrays(arrays: Mapping[str, Dense | np.ndarray], row_format: bool) -> dict:
+    """encode_predict_response for outputs already read (numpy arrays, strings as object arrays
+    of bytes, or `Dense`; `{"b64": ...}` when the output's name ends in `_bytes`)."""
     if not arrays:
         raise CodecError("Cannot convert empty tensor map to JSON")
     names = sorted(arrays)

@@ -2,15 +2,14 @@
 
 Each row says how a dtype travels: its JSON kind (what TF Serving's REST API accepts for it),
 its TensorProto typed field, its little-endian `struct` code for packed `tensor_content`, and its
-numpy type for reading tensors back.
+numpy type for reading tensors back (a name: numpy is imported only where a tensor is too large
+for the pure-Python reader, tensor_to_json.py, so a gateway worker never loads it for small ones).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-
-import numpy as np
 
 from tfstack.protocol.errors import CodecError
 from tfstack.protocol.proto import types_pb2
@@ -29,7 +28,7 @@ class DType:
     json_kind: str  # "float" | "int" | "bool" | "string" | "" (TF Serving cannot build it: 501)
     field: str  # TensorProto repeated field with the typed values
     struct_code: str  # struct format letter for packed tensor_content ("" = not packed by us)
-    numpy: np.dtype | None  # how the gateway reads values back (None = it cannot)
+    numpy: str | None  # numpy's name for reading values back, little-endian (None = it cannot)
 
     @property
     def name(self) -> str:
@@ -41,8 +40,7 @@ class DType:
 
 
 def _row(name: str, json_kind: str, field: str, struct_code: str, numpy: str | None) -> DType:
-    return DType(types_pb2.DataType.Value(name), json_kind, field, struct_code,
-                 np.dtype(numpy) if numpy else None)
+    return DType(types_pb2.DataType.Value(name), json_kind, field, struct_code, numpy)
 
 
 # TF Serving converts JSON to: float, double, int8/16/32, uint8, int64, uint32/64, bool, string

@@ -4,6 +4,12 @@ Reads both the typed `*_val` fields (TF Serving's default) and packed `tensor_co
 (`--enable_serialization_as_tensor_content`, or any client-built tensor). Floats come out with
 TF's text (the shortest of 6 or 9 significant digits that round-trips, `3` as `3.0`, NaN and
 ±Infinity tokens), integers as JSON numbers (int64 too), `_bytes` strings as `{"b64": ...}`.
+
+Two readers with one behaviour: `read_tensor` reads a small tensor with plain Python (`Dense`) and
+only a large one with numpy, so a gateway worker answering small predictions never imports numpy
+(~11 MB of its RSS, and numpy's per-call overhead on a 10-value output); `to_array` always gives a
+numpy array (the model server, which holds numpy anyway). tests/unit/test_tensor_to_json.py checks
+that both give the same JSON for every dtype, layout and error.
 """
 
 from __future__ import annotations
@@ -11,15 +17,107 @@ from __future__ import annotations
 import base64
 import math
 import struct
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tfstack.protocol.dtypes import DT_BFLOAT16, DT_HALF, DType, ValueProblem, dtype_info
 from tfstack.protocol.proto import tensor_pb2
 
-_UINT16 = np.dtype("<u2")
+if TYPE_CHECKING:
+    import numpy as np
+
 # A backend tensor may repeat one typed value over its whole shape; never expand it past this.
 _MAX_ELEMENTS = 1 << 28
+# Largest tensors `read_tensor` reads without numpy: TF's float text is per value in Python (numpy
+# does it vectorised, see float32_text_values), everything else is a list either way.
+PURE_MAX_FLOAT32_TEXT = 256
+PURE_MAX_ELEMENTS = 1 << 16
+# numpy's little-endian type name (dtypes.py) -> `struct` code, for packed tensor_content.
+_STRUCT_CODES = {"<f4": "f", "<f8": "d", "<i4": "i", "<i2": "h", "i1": "b", "u1": "B", "<i8": "q",
+                 "<u4": "I", "<u8": "Q", "?": "?", "<u2": "H", "<f2": "e"}
+_ZERO = {"f": 0.0, "d": 0.0, "e": 0.0, "?": False}
+
+
+class Dense:
+    """A tensor read without numpy: its values flat in row-major order, and its shape."""
+
+    __slots__ = ("float32_text", "shape", "strings", "values")
+
+    def __init__(self, values: list, shape: tuple[int, ...], strings: bool,
+                 float32_text: bool) -> None:
+        self.values, self.shape = values, shape
+        self.strings = strings  # values are bytes
+        self.float32_text = float32_text  # written with TF's float32 text (float, half, bfloat16)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def read_tensor(tensor: tensor_pb2.TensorProto) -> Dense | np.ndarray:
+    """The tensor's values: a `Dense` when small (see PURE_MAX_*), else a numpy array."""
+    dtype = dtype_info(tensor.dtype)
+    shape = tensor_shape(tensor)
+    count = math.prod(shape)
+    text = dtype.enum == DT_BFLOAT16 or dtype.numpy in ("<f4", "<f2")
+    limit = PURE_MAX_FLOAT32_TEXT if text else PURE_MAX_ELEMENTS
+    if count > limit and min(shape, default=0) >= 0:  # (a malformed shape: the same error)
+        return to_array(tensor)
+    return _read_dense(tensor, dtype, shape, text)
+
+
+def _read_dense(tensor: tensor_pb2.TensorProto, dtype: DType, shape: list[int],
+                text: bool) -> Dense:
+    """`to_array`'s rules and errors, in plain Python."""
+    if dtype.json_kind == "string":
+        values: list = list(tensor.string_val)
+        zero: object = b""
+    elif dtype.enum == DT_BFLOAT16:  # the top 16 bits of a float32
+        bits = _dense_values(tensor, dtype, "H")
+        values = list(struct.unpack(f"<{len(bits)}f",
+                                    struct.pack(f"<{len(bits)}I", *(b << 16 for b in bits))))
+        zero = 0.0
+    elif dtype.numpy is not None:
+        code = _STRUCT_CODES[dtype.numpy]
+        values = _dense_values(tensor, dtype, code)
+        zero = _ZERO.get(code, 0)
+    else:
+        raise ValueProblem(f"Failed to write JSON value for tensor type: {dtype.name}")
+    count = math.prod(shape)
+    if min(shape, default=0) < 0 or count > _MAX_ELEMENTS:
+        raise ValueProblem(f"tensor shape {shape} cannot be written as JSON")
+    if len(values) > count:
+        raise ValueProblem(f"tensor has {len(values)} values but its shape holds {count}")
+    if len(values) < count:
+        values.extend([values[-1] if values else zero] * (count - len(values)))
+    return Dense(values, tuple(shape), dtype.json_kind == "string", text)
+
+
+def _dense_values(tensor: tensor_pb2.TensorProto, dtype: DType, code: str) -> list:
+    content = tensor.tensor_content
+    if content:
+        size = struct.calcsize(code)
+        if len(content) % size:
+            raise ValueProblem(f"tensor_content of {len(content)} bytes is not a whole number of "
+                               f"{dtype.name} values")
+        return list(struct.unpack(f"<{len(content) // size}{code}", content))
+    typed = list(getattr(tensor, dtype.field))
+    if dtype.field == "half_val":  # 16-bit patterns, one per int32
+        bits = [v & 0xFFFF for v in typed]
+        if code == "H":
+            return bits
+        return list(struct.unpack(f"<{len(bits)}{code}", struct.pack(f"<{len(bits)}H", *bits)))
+    return typed
+
+
+def _nest(values: list, shape: tuple[int, ...]) -> Any:
+    """Row-major flat values as nested lists of `shape` (numpy's `reshape(shape).tolist()`)."""
+    if not shape:
+        return values[0]
+    if 0 in shape:
+        return [] if shape[0] == 0 else [_nest([], shape[1:]) for _ in range(shape[0])]
+    for size in reversed(shape[1:]):
+        values = [values[i:i + size] for i in range(0, len(values), size)]
+    return values
 
 
 def tensor_shape(tensor: tensor_pb2.TensorProto) -> list[int]:
@@ -28,17 +126,19 @@ def tensor_shape(tensor: tensor_pb2.TensorProto) -> list[int]:
 
 def to_array(tensor: tensor_pb2.TensorProto) -> np.ndarray:
     """The tensor's values as a numpy array of its shape (strings: an object array of bytes)."""
+    import numpy as np  # noqa: PLC0415 (only here: see the module's docstring)
+
     dtype = dtype_info(tensor.dtype)
     shape = tensor_shape(tensor)
     if dtype.json_kind == "string":
         values = np.empty(len(tensor.string_val), dtype=object)
         values[:] = list(tensor.string_val)
     elif dtype.enum == DT_BFLOAT16:  # the top 16 bits of a float32
-        values = (_values(tensor, dtype, _UINT16).astype(np.uint32) << 16).view(np.float32)
+        values = (_values(tensor, dtype, np.dtype("<u2")).astype(np.uint32) << 16).view(np.float32)
     elif dtype.enum == DT_HALF:
-        values = _values(tensor, dtype, _UINT16).view(np.float16)
+        values = _values(tensor, dtype, np.dtype("<u2")).view(np.float16)
     elif dtype.numpy is not None:
-        values = _values(tensor, dtype, dtype.numpy)
+        values = _values(tensor, dtype, np.dtype(dtype.numpy))
     else:
         raise ValueProblem(f"Failed to write JSON value for tensor type: {dtype.name}")
     count = math.prod(shape)
@@ -48,6 +148,8 @@ def to_array(tensor: tensor_pb2.TensorProto) -> np.ndarray:
 
 
 def _values(tensor: tensor_pb2.TensorProto, dtype: DType, packed: np.dtype) -> np.ndarray:
+    import numpy as np  # noqa: PLC0415
+
     content = tensor.tensor_content
     if content:
         if len(content) % packed.itemsize:
@@ -62,6 +164,8 @@ def _values(tensor: tensor_pb2.TensorProto, dtype: DType, packed: np.dtype) -> n
 
 def _fill(values: np.ndarray, count: int) -> np.ndarray:
     """TensorFlow's rule: fewer typed values than elements repeat the last one; none are zeros."""
+    import numpy as np  # noqa: PLC0415
+
     if values.size == count:
         return values
     if values.size > count:
@@ -72,8 +176,12 @@ def _fill(values: np.ndarray, count: int) -> np.ndarray:
     return np.concatenate([values, np.repeat(values[-1:], count - values.size)])
 
 
-def to_json_value(array: np.ndarray, as_b64: bool) -> object:
-    """A numpy array (any rank) as nested JSON-ready Python values."""
+def to_json_value(array: Dense | np.ndarray, as_b64: bool) -> object:
+    """A tensor's values (a `Dense` or a numpy array, any rank) as nested JSON-ready values."""
+    if isinstance(array, Dense):
+        return _nest(_dense_json(array, as_b64), array.shape)
+    import numpy as np  # noqa: PLC0415
+
     if array.dtype == object:
         if as_b64:
             encoded = [{"b64": base64.b64encode(b).decode("ascii")} for b in array.ravel()]
@@ -89,6 +197,16 @@ def to_json_value(array: np.ndarray, as_b64: bool) -> object:
     return array.tolist()
 
 
+def _dense_json(array: Dense, as_b64: bool) -> list:
+    if array.strings:
+        if as_b64:
+            return [{"b64": base64.b64encode(b).decode("ascii")} for b in array.values]
+        return [b.decode("utf-8", "replace") for b in array.values]
+    if array.float32_text:
+        return [_tf_float_text(v) for v in array.values]
+    return array.values
+
+
 def float32_text_values(array: np.ndarray) -> np.ndarray:
     """float32 values as the float64s whose shortest text (what `json` prints) is TF's text.
 
@@ -97,6 +215,8 @@ def float32_text_values(array: np.ndarray) -> np.ndarray:
     float64 with numpy (an exact integer over an exact power of ten is the double nearest the
     decimal, whose shortest text is that decimal), leaving the few values it cannot do exactly.
     """
+    import numpy as np  # noqa: PLC0415
+
     exact = array.astype(np.float32)
     out = exact.astype(np.float64)
     if out.size <= _VECTOR_MIN:
