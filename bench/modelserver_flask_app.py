@@ -23,8 +23,8 @@ def create_app() -> Flask:
     predict_fn = tf.saved_model.load(os.environ["BENCH_MODEL_DIR"]).signatures["serving_default"]
     app = Flask(__name__)
 
-    @app.post("/v1/models/digits:predict")
-    def predict():
+    @app.post("/v1/models/<name>:predict")  # one model per app: any name serves it
+    def predict(name: str):
         images = np.asarray(request.get_json()["instances"], dtype=np.float32)
         outputs = predict_fn(images=tf.constant(images))
         classes = outputs["classes"].numpy().tolist()

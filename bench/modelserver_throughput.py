@@ -3,13 +3,18 @@ of the gateway in front of it (batching on; both with default settings), at conc
 32, next to the hand-rolled baseline (bench/modelserver_flask_app.py: Flask under gunicorn, the
 model loaded per worker, one TF call per request).
 
-Same request for all three: REST `POST /v1/models/digits:predict` with one 8x8 image, JSON in and
-out, keep-alive where the server offers it. Load comes from `wrk` (C, closed loop, loopback) so
-the client costs little of the 2 cores; every run is bounded by `--duration`. Each (target,
-concurrency) is measured `--runs` times, interleaved; the report gives medians and the ratio to
-the baseline, and rewrites the model server's section of docs/benchmarks.md.
+Same request for all: REST `POST /v1/models/<model>:predict` with one 8x8 image, JSON in and
+out, keep-alive where the server offers it. `--model digits` (default) is the example model, whose
+TF call is cheaper than any server's own work; `--model digits_wide` (bench/wide_model.py, built
+into the run's temporary folder) takes the same input through three 2048-unit layers, a model
+whose TF call costs more than the serving around it, and has its own section in the doc.
 
-    python -m bench.modelserver_throughput [--runs 3] [--duration 10] [--no-docs]
+Load comes from `wrk` (C, closed loop, loopback) so the client costs little of the 2 cores; every
+run is bounded by `--duration`. Each (target, concurrency) is measured `--runs` times,
+interleaved; the report gives medians and the ratio to the baseline, and rewrites the model's
+section of docs/benchmarks.md.
+
+    python -m bench.modelserver_throughput [--model digits] [--runs 3] [--duration 10] [--no-docs]
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ from tfstack.runtime.procs import ManagedProcess, free_port, http_status
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- modelserver-bench:begin -->", "<!-- modelserver-bench:end -->"
+SECTIONS = {  # --model -> (begin, end, heading) of its section in docs/benchmarks.md
+    "digits": (BEGIN, END, "Model server: predict throughput"),
+    "digits_wide": ("<!-- modelserver-bench-wide:begin -->", "<!-- modelserver-bench-wide:end -->",
+                    "Model server: predict throughput, a heavier model"),
+}
 CONCURRENCY = (1, 16, 32)
 BASELINE = "Flask + gunicorn (baseline)"
 GATEWAY = "gateway → modelserver, batching on"
@@ -114,8 +124,10 @@ def start_modelserver(
     prefix: tuple[str, ...] = (),
     name: str = "",
     grpc_port: int | None = None,
+    model: str = "digits",
 ) -> tuple[ManagedProcess, str]:
-    """The model server on `digits` (`prefix`: e.g. a `taskset` command line; `extra`: flags)."""
+    """The model server on `model` under `models_root` (`prefix`: e.g. a `taskset` command line;
+    `extra`: flags)."""
     port = free_port()
     argv = [
         *prefix,
@@ -125,8 +137,8 @@ def start_modelserver(
         "--host=127.0.0.1",
         f"--port={grpc_port or free_port()}",
         f"--rest_api_port={port}",
-        "--model_name=digits",
-        f"--model_base_path={models_root / 'digits'}",
+        f"--model_name={model}",
+        f"--model_base_path={models_root / model}",
         f"--monitoring_config_file={REPO / 'model_repo' / 'monitoring.config'}",
         *extra,
     ]
@@ -138,7 +150,7 @@ def start_modelserver(
     name = name or ("modelserver-batching" if batching else "modelserver")
     proc = ManagedProcess(name, argv, tmp / f"{name}.log", cwd=REPO).start()
     base = f"http://127.0.0.1:{port}"
-    proc.wait_http(f"{base}/v1/models/digits", timeout=300)
+    proc.wait_http(f"{base}/v1/models/{model}", timeout=300)
     return proc, base
 
 
@@ -153,12 +165,12 @@ def start_gunicorn_app(
     return proc, f"http://127.0.0.1:{port}"
 
 
-def start_flask(tmp: Path, models_root: Path, workers: int) -> tuple[ManagedProcess, str]:
-    env = dict(os.environ, BENCH_MODEL_DIR=str(models_root / "digits" / "2"))
+def start_flask(tmp: Path, model_dir: Path, workers: int) -> tuple[ManagedProcess, str]:
+    env = dict(os.environ, BENCH_MODEL_DIR=str(model_dir))
     app = "bench.modelserver_flask_app:create_app()"
     proc, base = start_gunicorn_app(tmp, "flask", app, env, workers)
     # Ready once a worker answers a real prediction (each worker loads the model itself).
-    proc.wait_until(lambda: _post_ok(f"{base}/v1/models/digits:predict"), 300, "predicting")
+    proc.wait_until(lambda: _post_ok(f"{base}/v1/models/m:predict"), 300, "predicting")
     return proc, base
 
 
@@ -201,6 +213,7 @@ def mean_batch_size(base: str) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models-root", type=Path, default=REPO / "model_repo" / "models")
+    parser.add_argument("--model", choices=sorted(SECTIONS), default="digits")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=3.0)
@@ -212,6 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     models_root = args.models_root.resolve()
     args.load_before = os.getloadavg()[0]  # other work on the machine skews every number
     tmp = Path(tempfile.mkdtemp(prefix="bench-modelserver-"))
+    if args.model == "digits":
+        flask_model = models_root / "digits" / "2"
+    else:  # built here, in TF's own process: this one never imports TensorFlow
+        models_root = tmp / "models"
+        build = [sys.executable, "-m", "bench.wide_model", str(models_root / args.model)]
+        out = subprocess.run(build, cwd=REPO, capture_output=True, text=True, check=True,
+                             timeout=600)
+        flask_model = Path(out.stdout.strip().splitlines()[-1])
     script = tmp / "predict.lua"
     script.write_text(WRK_SCRIPT % _body())
     procs: list[ManagedProcess] = []
@@ -219,17 +240,19 @@ def main(argv: list[str] | None = None) -> int:
         targets = {}
         grpc_port = free_port()  # the batching model server's, for the gateway
         for label, start in (
-            (BASELINE, lambda: start_flask(tmp, models_root, args.flask_workers)),
-            ("modelserver, batching off", lambda: start_modelserver(tmp, models_root, False)),
+            (BASELINE, lambda: start_flask(tmp, flask_model, args.flask_workers)),
+            ("modelserver, batching off",
+             lambda: start_modelserver(tmp, models_root, False, model=args.model)),
             (
                 "modelserver, batching on",
-                lambda: start_modelserver(tmp, models_root, True, grpc_port=grpc_port),
+                lambda: start_modelserver(tmp, models_root, True, grpc_port=grpc_port,
+                                          model=args.model),
             ),
             (GATEWAY, lambda: start_gateway(tmp, grpc_port)),
         ):
             proc, base = start()
             procs.append(proc)
-            targets[label] = f"{base}/v1/models/digits:predict"
+            targets[label] = f"{base}/v1/models/{args.model}:predict"
             print(f"started {label} at {base}", flush=True)
         for url in targets.values():
             for c in CONCURRENCY:
@@ -240,14 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for proc in reversed(procs):
             proc.stop()
-    publish(
-        render(results, args, batch),
-        DOC,
-        BEGIN,
-        END,
-        "Model server: predict throughput",
-        write=not args.no_docs,
-    )
+        shutil.rmtree(tmp, ignore_errors=True)
+    begin, end, heading = SECTIONS[args.model]
+    publish(render(results, args, batch), DOC, begin, end, heading, write=not args.no_docs)
     return 0
 
 
@@ -262,8 +280,8 @@ def render(results, args, batch: float | None) -> str:
         f"cores ({platform.machine()}), load average {args.load_before:.1f} before and "
         f"{os.getloadavg()[0]:.1f} after the run; {args.runs} runs × {args.duration:.0f} s "
         "per cell, medians. "
-        f"`python -m bench.modelserver_throughput --runs {args.runs} --duration "
-        f"{args.duration:.0f}`. Baseline: {args.flask_workers} sync gunicorn workers.",
+        f"`python -m bench.modelserver_throughput --model {args.model} --runs {args.runs} "
+        f"--duration {args.duration:.0f}`. Baseline: {args.flask_workers} sync gunicorn workers.",
         "",
         "| server | concurrency | req/s | p50 ms | p99 ms | errors | req/s vs baseline |",
         "|---|---:|---:|---:|---:|---:|---:|",

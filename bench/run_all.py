@@ -13,6 +13,7 @@ BENCHMARKS = [
     ["bench.gateway_overhead", "--write", "docs/benchmarks.md"],
     ["bench.grpc_overhead", "--write", "docs/benchmarks.md"],
     ["bench.modelserver_throughput"],
+    ["bench.modelserver_throughput", "--model", "digits_wide"],
     ["bench.balancing_scaling"],
     ["bench.balancing_admission_cost"],
     ["bench.worker_model", "--write", "docs/benchmarks.md"],
