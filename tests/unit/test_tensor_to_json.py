@@ -75,9 +75,8 @@ def _outcome(read, tensor, as_b64: bool) -> str:
 
 
 def _pure(tensor):
-    dtype = dtype_info(tensor.dtype)
-    text = dtype.enum == DT_BFLOAT16 or dtype.numpy in ("<f4", "<f2")
-    return _read_dense(tensor, dtype, tensor_shape(tensor), text)
+    """`read_tensor`'s plain-Python reader, whatever the tensor's size."""
+    return _read_dense(tensor, dtype_info(tensor.dtype), tensor_shape(tensor))
 
 
 READABLE = [e for e, d in DTYPES.items() if d.numpy or e in (DT_BFLOAT16, types_pb2.DT_STRING)]

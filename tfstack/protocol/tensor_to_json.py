@@ -38,35 +38,34 @@ _ZERO = {"f": 0.0, "d": 0.0, "e": 0.0, "?": False}
 
 
 class Dense:
-    """A tensor read without numpy: its values flat in row-major order, and its shape."""
+    """A tensor read without numpy: its dtype, its values flat in row-major order, its shape."""
 
-    __slots__ = ("float32_text", "shape", "strings", "values")
+    __slots__ = ("dtype", "shape", "values")
 
-    def __init__(self, values: list, shape: tuple[int, ...], strings: bool,
-                 float32_text: bool) -> None:
-        self.values, self.shape = values, shape
-        self.strings = strings  # values are bytes
-        self.float32_text = float32_text  # written with TF's float32 text (float, half, bfloat16)
+    def __init__(self, dtype: DType, values: list, shape: tuple[int, ...]) -> None:
+        self.dtype, self.values, self.shape = dtype, values, shape
 
     @property
     def ndim(self) -> int:
         return len(self.shape)
 
 
+def _float32_text(dtype: DType) -> bool:
+    """Written with TF's float32 text, value by value (float, half, bfloat16)."""
+    return dtype.enum == DT_BFLOAT16 or dtype.numpy in ("<f4", "<f2")
+
+
 def read_tensor(tensor: tensor_pb2.TensorProto) -> Dense | np.ndarray:
     """The tensor's values: a `Dense` when small (see PURE_MAX_*), else a numpy array."""
     dtype = dtype_info(tensor.dtype)
     shape = tensor_shape(tensor)
-    count = math.prod(shape)
-    text = dtype.enum == DT_BFLOAT16 or dtype.numpy in ("<f4", "<f2")
-    limit = PURE_MAX_FLOAT32_TEXT if text else PURE_MAX_ELEMENTS
-    if count > limit and min(shape, default=0) >= 0:  # (a malformed shape: the same error)
+    limit = PURE_MAX_FLOAT32_TEXT if _float32_text(dtype) else PURE_MAX_ELEMENTS
+    if math.prod(shape) > limit and min(shape, default=0) >= 0:  # (malformed: the same error)
         return to_array(tensor)
-    return _read_dense(tensor, dtype, shape, text)
+    return _read_dense(tensor, dtype, shape)
 
 
-def _read_dense(tensor: tensor_pb2.TensorProto, dtype: DType, shape: list[int],
-                text: bool) -> Dense:
+def _read_dense(tensor: tensor_pb2.TensorProto, dtype: DType, shape: list[int]) -> Dense:
     """`to_array`'s rules and errors, in plain Python."""
     if dtype.json_kind == "string":
         values: list = list(tensor.string_val)
@@ -89,7 +88,7 @@ def _read_dense(tensor: tensor_pb2.TensorProto, dtype: DType, shape: list[int],
         raise ValueProblem(f"tensor has {len(values)} values but its shape holds {count}")
     if len(values) < count:
         values.extend([values[-1] if values else zero] * (count - len(values)))
-    return Dense(values, tuple(shape), dtype.json_kind == "string", text)
+    return Dense(dtype, values, tuple(shape))
 
 
 def _dense_values(tensor: tensor_pb2.TensorProto, dtype: DType, code: str) -> list:
@@ -198,11 +197,11 @@ def to_json_value(array: Dense | np.ndarray, as_b64: bool) -> object:
 
 
 def _dense_json(array: Dense, as_b64: bool) -> list:
-    if array.strings:
+    if array.dtype.json_kind == "string":
         if as_b64:
             return [{"b64": base64.b64encode(b).decode("ascii")} for b in array.values]
         return [b.decode("utf-8", "replace") for b in array.values]
-    if array.float32_text:
+    if _float32_text(array.dtype):
         return [_tf_float_text(v) for v in array.values]
     return array.values
 
