@@ -31,9 +31,8 @@ _MAX_ELEMENTS = 1 << 28
 # does it vectorised, see float32_text_values), everything else is a list either way.
 PURE_MAX_FLOAT32_TEXT = 256
 PURE_MAX_ELEMENTS = 1 << 16
-# numpy's little-endian type name (dtypes.py) -> `struct` code, for packed tensor_content.
-_STRUCT_CODES = {"<f4": "f", "<f8": "d", "<i4": "i", "<i2": "h", "i1": "b", "u1": "B", "<i8": "q",
-                 "<u4": "I", "<u8": "Q", "?": "?", "<u2": "H", "<f2": "e"}
+# `struct` codes of the dtypes the codec reads but never packs (dtypes.py leaves theirs empty).
+_READ_ONLY_CODES = {"<u2": "H", "<f2": "e"}
 _ZERO = {"f": 0.0, "d": 0.0, "e": 0.0, "?": False}
 
 
@@ -76,7 +75,7 @@ def _read_dense(tensor: tensor_pb2.TensorProto, dtype: DType, shape: list[int]) 
                                     struct.pack(f"<{len(bits)}I", *(b << 16 for b in bits))))
         zero = 0.0
     elif dtype.numpy is not None:
-        code = _STRUCT_CODES[dtype.numpy]
+        code = dtype.struct_code or _READ_ONLY_CODES[dtype.numpy]
         values = _dense_values(tensor, dtype, code)
         zero = _ZERO.get(code, 0)
     else:
