@@ -193,6 +193,17 @@ ERRORS = [
     ("POST", f"{HALF}:predict", {"inputs": [[1.0], 2.0]}, 400,
      "JSON Value: 2.0 found at incorrect level: 2 in the JSON DOM. Expected at level: 2"),
     ("POST", f"{TF2}:predict", "{\"instances\": [1.0,", 400, "JSON Parse error: Invalid value"),
+    # classifier.cc / regressor.cc (PreProcessClassification, PreProcessRegression): a signature
+    # without the aliases these APIs need is refused, printed as the C++ DebugString.
+    ("POST", f"{HALF}:regress", {"examples": [{"x": 1.0}]}, 400,
+     "No regression inputs found in SignatureDef: inputs {\n  key: \"x\"\n"),
+    ("POST", f"{HALF}:classify", {"examples": [{"x": 1.0}]}, 400,
+     "No classification inputs found in SignatureDef: inputs {\n  key: \"x\"\n"),
+    ("POST", f"{HALF}:regress", {"signature_name": "classify_x_to_y", "examples": [{"x": 1.0}]},
+     400, "No regression outputs found in SignatureDef: inputs {\n  key: \"inputs\"\n"),
+    ("POST", f"{HALF}:classify", {"signature_name": "regress_x_to_y", "examples": [{"x": 1.0}]},
+     400, 'Expected classification signature outputs to contain at least one of "classes" or '
+     '"scores". Signature was: inputs {\n'),
 ]  # fmt: skip
 
 
@@ -217,6 +228,23 @@ def test_ragged_or_mixed_bodies_never_reach_the_backend(tfserving_gateway, body)
         10, "logging the request")
     (line,) = [line for line in gateway.access_log() if line["request_id"] == request_id]
     assert not any(" Predict " in call for call in line["upstream"]), line["upstream"]
+
+
+def test_a_signature_in_an_error_is_printed_as_tf_servings_debug_string(front_doors):
+    """The whole of regressor.cc's text for the default (predict) signature of half_plus_two."""
+    answers = ask_both(front_doors, "POST", f"{HALF}:regress", {"examples": [{"x": 1.0}]})
+    assert answers["gateway"] == answers["model server"]
+    status, body = answers["gateway"]
+    dims = "      dim {\n        size: -1\n      }\n      dim {\n        size: 1\n      }\n"
+
+    def entry(field: str, alias: str) -> str:
+        return (f'{field} {{\n  key: "{alias}"\n  value {{\n    name: "{alias}:0"\n'
+                "    dtype: DT_FLOAT\n    tensor_shape {\n" + dims + "    }\n  }\n}\n")
+
+    assert (status, body["error"]) == (400, (
+        "No regression inputs found in SignatureDef: " + entry("inputs", "x")
+        + entry("outputs", "y") + 'method_name: "tensorflow/serving/predict"\n'
+    ))
 
 
 def test_a_body_that_is_not_json_gets_rapidjsons_text(front_doors):

@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from google.protobuf import text_format
 from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
@@ -143,7 +144,7 @@ class Inference:
 
     def classify_on(self, servable: Servable, request):
         return self._examples_on(
-            servable, request, self._classify, classification_pb2.ClassificationResponse
+            servable, request, CLASSIFY_METHOD, classification_pb2.ClassificationResponse
         )
 
     def regress(self, request):
@@ -153,13 +154,14 @@ class Inference:
 
     def regress_on(self, servable: Servable, request):
         return self._examples_on(
-            servable, request, self._regress, regression_pb2.RegressionResponse
+            servable, request, REGRESS_METHOD, regression_pb2.RegressionResponse
         )
 
-    @staticmethod
-    def _examples_on(servable: Servable, request, run, response_type):
+    def _examples_on(self, servable: Servable, request, method: str, response_type):
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        result = run(servable, signature_name, _serialized_examples(request.input))
+        plan, run = self._example_methods[method]
+        fetch = plan(servable.example_signature(signature_name))  # the signature before the input
+        result = run(servable, signature_name, fetch, _serialized_examples(request.input))
         return response_type(
             model_spec=make_model_spec(request.model_spec.name, signature_name, servable.version),
             result=result,
@@ -179,50 +181,45 @@ class Inference:
             return self.multi_inference_on(servable, request)
 
     def multi_inference_on(self, servable: Servable, request):
-        serialized = _serialized_examples(request.input)
-        self.metrics.request_example_counts.observe(len(serialized), servable.name)
-        self.metrics.request_example_count_total.inc(servable.name, amount=len(serialized))
-        response = inference_pb2.MultiInferenceResponse()
+        # As multi_inference.cc: every task's signature is checked before the input is read.
+        planned = []
         seen: set[str] = set()
         for task in request.tasks:
             signature_name = task.model_spec.signature_name or DEFAULT_SIGNATURE
             if signature_name in seen:
                 raise invalid_argument(f"Duplicate evaluation of signature: {signature_name}")
             seen.add(signature_name)
+            if task.method_name not in self._example_methods:
+                raise unimplemented(f"Unsupported signature method_name: {task.method_name}")
+            plan, run = self._example_methods[task.method_name]
+            fetch = plan(servable.example_signature(signature_name))
+            planned.append((task, signature_name, run, fetch))
+        serialized = _serialized_examples(request.input)
+        self.metrics.request_example_counts.observe(len(serialized), servable.name)
+        self.metrics.request_example_count_total.inc(servable.name, amount=len(serialized))
+        response = inference_pb2.MultiInferenceResponse()
+        for task, signature_name, run, fetch in planned:
             result = response.results.add(
                 model_spec=make_model_spec(task.model_spec.name, signature_name, servable.version)
             )
+            answer = run(servable, signature_name, fetch, serialized)
             if task.method_name == CLASSIFY_METHOD:
-                result.classification_result.CopyFrom(
-                    self._classify(servable, signature_name, serialized)
-                )
-            elif task.method_name == REGRESS_METHOD:
-                result.regression_result.CopyFrom(
-                    self._regress(servable, signature_name, serialized)
-                )
+                result.classification_result.CopyFrom(answer)
             else:
-                raise unimplemented(f"Unsupported signature method_name: {task.method_name}")
+                result.regression_result.CopyFrom(answer)
         return response
 
-    def _classify(self, servable: Servable, signature_name: str, serialized: list[bytes]):
-        signature = servable.example_signature(signature_name)
-        outputs = signature.outputs
-        if len(outputs) not in (1, 2):
-            raise invalid_argument(f"Expected one or two output Tensors, found {len(outputs)}")
-        wanted = []
-        for alias, dtype in (("classes", types_pb2.DT_STRING), ("scores", types_pb2.DT_FLOAT)):
-            if alias in outputs:
-                if outputs[alias].dtype != dtype:
-                    raise invalid_argument(
-                        f"Expected {alias} Tensor of {types_pb2.DataType.Name(dtype)}.  Got: "
-                        f"{types_pb2.DataType.Name(outputs[alias].dtype)}"
-                    )
-                wanted.append(alias)
-        if not wanted:
-            raise invalid_argument(
-                "Expected classification signature outputs to contain at least one of "
-                "{classes, scores}."
-            )
+    @property
+    def _example_methods(self):
+        """method_name -> (check the signature and name its outputs to fetch, run and shape)."""
+        return {
+            CLASSIFY_METHOD: (_classify_outputs, self._classify),
+            REGRESS_METHOD: (_regress_outputs, self._regress),
+        }
+
+    def _classify(
+        self, servable: Servable, signature_name: str, wanted: list[str], serialized: list[bytes]
+    ):
         values = self._run_examples(servable, signature_name, serialized, wanted, "Classify")
         classes, scores = values.get("classes"), values.get("scores")
         for name, value in (("classes", classes), ("scores", scores)):
@@ -244,18 +241,10 @@ class Inference:
                 )
         return result
 
-    def _regress(self, servable: Servable, signature_name: str, serialized: list[bytes]):
-        signature = servable.example_signature(signature_name)
-        if len(signature.outputs) != 1:
-            raise invalid_argument("Expected one output Tensor.")
-        if "outputs" not in signature.outputs:
-            raise invalid_argument(f"No regression outputs found in signature: {signature_name}")
-        if signature.outputs["outputs"].dtype != types_pb2.DT_FLOAT:
-            raise invalid_argument(
-                "Expected output Tensor of DT_FLOAT.  Got: "
-                + dtype_name(signature.outputs["outputs"].dtype)
-            )
-        value = self._run_examples(servable, signature_name, serialized, ["outputs"], "Regress")
+    def _regress(
+        self, servable: Servable, signature_name: str, wanted: list[str], serialized: list[bytes]
+    ):
+        value = self._run_examples(servable, signature_name, serialized, wanted, "Regress")
         value = value["outputs"]
         if value.ndim == 2 and value.shape[1] == 1:
             value = value[:, 0]
@@ -339,3 +328,50 @@ def _serialized_examples(model_input) -> list[bytes]:
     if not examples:
         raise invalid_argument("Input is empty.")
     return examples
+
+
+def _classify_outputs(signature) -> list[str]:
+    """TF Serving's PreProcessClassification (classifier.cc), its checks in its order."""
+    outputs = signature.outputs
+    if len(outputs) not in (1, 2):
+        raise invalid_argument(f"Expected one or two output Tensors, found {len(outputs)}")
+    if "inputs" not in signature.inputs:
+        raise invalid_argument(
+            "No classification inputs found in SignatureDef: " + _debug_string(signature)
+        )
+    wanted = [alias for alias in ("classes", "scores") if alias in outputs]
+    if not wanted:
+        raise invalid_argument(
+            'Expected classification signature outputs to contain at least one of "classes" or '
+            '"scores". Signature was: ' + _debug_string(signature)
+        )
+    for alias, dtype in (("classes", types_pb2.DT_STRING), ("scores", types_pb2.DT_FLOAT)):
+        if alias in outputs and outputs[alias].dtype != dtype:
+            raise invalid_argument(
+                f"Expected {alias} Tensor of {types_pb2.DataType.Name(dtype)}. Got: "
+                f"{types_pb2.DataType.Name(outputs[alias].dtype)}"
+            )
+    return wanted
+
+
+def _regress_outputs(signature) -> list[str]:
+    """TF Serving's PreProcessRegression (regressor.cc), its checks in its order."""
+    if len(signature.outputs) != 1:
+        raise invalid_argument("Expected one output Tensor.")
+    for alias, side in (("inputs", signature.inputs), ("outputs", signature.outputs)):
+        if alias not in side:
+            raise invalid_argument(
+                f"No regression {alias} found in SignatureDef: " + _debug_string(signature)
+            )
+    if signature.outputs["outputs"].dtype != types_pb2.DT_FLOAT:
+        raise invalid_argument(
+            "Expected output Tensor of DT_FLOAT.  Got: "
+            + dtype_name(signature.outputs["outputs"].dtype)
+        )
+    return ["outputs"]
+
+
+def _debug_string(signature) -> str:
+    """The SignatureDef as TF Serving's C++ `DebugString()` prints it into its errors: text
+    format, fields in number order, map entries sorted by key, a newline after each field."""
+    return text_format.MessageToString(signature)
