@@ -9,6 +9,7 @@ that uses it and could not hang one RPC while answering another.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -114,6 +115,20 @@ def test_body_over_the_limit_is_a_413(gw):
     assert resp.status_code == 413
     assert resp.headers["Content-Type"] == "application/json"
     assert resp.json() == {"error": "Request body larger than 20000 bytes (TFSTACK_MAX_BODY_BYTES)"}
+
+
+def test_a_gzip_body_that_inflates_past_the_limit_is_a_413(gw):
+    """The limit holds for what a compressed body inflates to: 50 MB of zeros arrive as ~50 kB
+    and are refused after inflating no more than the limit."""
+    bomb = gzip.compress(b"0" * 50_000_000)
+    assert len(bomb) < 20_000 * 5
+    resp = requests.post(gw.url + PREDICT, data=bomb, headers={"Content-Encoding": "gzip"},
+                         timeout=10)
+    assert resp.status_code == 413
+    assert resp.json() == {"error": "Request body larger than 20000 bytes (TFSTACK_MAX_BODY_BYTES)"}
+    small = requests.post(gw.url + PREDICT, data=gzip.compress(BODY.encode()),
+                          headers={"Content-Encoding": "gzip"}, timeout=10)
+    assert small.status_code == 200, small.text
 
 
 def test_a_413_on_a_keep_alive_connection_does_not_break_the_next_request(gw):

@@ -8,6 +8,7 @@ import json
 import math
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -347,3 +348,37 @@ def test_cors_preflight(http, url):
     resp = http.options(path, timeout=TIMEOUT)
     assert resp.status_code == 400
     assert resp.json() == {"error": "Origin header is missing in CORS preflight"}
+
+
+def _raw_exchange(url: str, request: bytes) -> bytes:
+    """Send `request` bytes as they are and read until the server closes."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [b"Content-Length: abc\r\n\r\n",
+     b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+     b"Transfer-Encoding: chunked\r\n\r\n5\r\n{}\r\n0\r\n\r\n"],
+    ids=["bad length", "bad chunk size", "chunk shorter than its size"],
+)  # fmt: skip
+def test_a_body_framed_wrong_is_a_400_and_the_connection_closes(url, framing):
+    head = b"POST /v1/models/half_plus_two:predict HTTP/1.1\r\nHost: x\r\n"
+    answer = _raw_exchange(url, head + framing)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+
+
+def test_a_chunked_body_with_extensions_and_trailers_is_read(url):
+    body = b'{"instances": [1.0, 2.0, 5.0]}'
+    chunks = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(part), part) for part in (body[:9], body[9:]))
+    request = (b"POST /v1/models/half_plus_two:predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\nX-Trailer: 1\r\n\r\n")
+    head, _, payload = _raw_exchange(url, request).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(payload) == {"predictions": [2.5, 3.0, 4.5]}

@@ -18,6 +18,7 @@ must still agree on the whole text.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -245,6 +246,38 @@ def test_a_signature_in_an_error_is_printed_as_tf_servings_debug_string(front_do
         "No regression inputs found in SignatureDef: " + entry("inputs", "x")
         + entry("outputs", "y") + 'method_name: "tensorflow/serving/predict"\n'
     ))
+
+
+def _send_framed(base: str, path: str, body: bytes, framing: str) -> tuple[int, object]:
+    headers = {"Content-Type": "application/json"}
+    if "gzip" in framing:
+        body = gzip.compress(body)
+        headers["Content-Encoding"] = "gzip"
+    # requests sends an iterator with Transfer-Encoding: chunked, one chunk per item.
+    data = iter([body[:7], body[7:]]) if "chunked" in framing else body
+    resp = requests.post(base + path, data=data, headers=headers, timeout=TIMEOUT)
+    return resp.status_code, resp.json()
+
+
+@pytest.mark.parametrize("framing", ["gzip", "chunked", "gzip+chunked"])
+def test_gzip_and_chunked_bodies_are_read_as_tf_serving_reads_them(front_doors, framing):
+    """util/net_http: libevent de-chunks the body; evhttp_request.cc inflates it when
+    Content-Encoding contains gzip (auto_uncompress_input defaults to true)."""
+    body = json.dumps({"instances": [1.0, 2.0, 5.0]}).encode()
+    for name, base in front_doors.items():
+        assert _send_framed(base, f"{HALF}:predict", body, framing) == (
+            200, {"predictions": [2.5, 3.0, 4.5]}), name
+
+
+def test_a_body_gzip_cannot_read_arrives_empty_as_in_tf_serving(front_doors):
+    """evhttp_request.cc hands its handler an empty body when uncompressing fails."""
+    whole = gzip.compress(b'{"instances": [1.0]}')
+    for name, base in front_doors.items():
+        for broken in (b'{"instances": [1.0]}', whole[:-6]):  # not gzip; cut short
+            resp = requests.post(base + f"{HALF}:predict", data=broken,
+                                 headers={"Content-Encoding": "gzip"}, timeout=TIMEOUT)
+            assert (resp.status_code, resp.json()) == (
+                400, {"error": "JSON Parse error: The document is empty"}), name
 
 
 def test_a_body_that_is_not_json_gets_rapidjsons_text(front_doors):

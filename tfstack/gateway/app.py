@@ -18,11 +18,11 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 
 from tfstack.gateway import accesslog, metrics, service
 from tfstack.gateway.admission import Admission, thread_cap
-from tfstack.gateway.domain import BadTimeoutHeader, Deadline, Overloaded
+from tfstack.gateway.domain import BadTimeoutHeader, Deadline, Overloaded, PayloadTooLarge
 from tfstack.gateway.errors import register_error_handlers
 from tfstack.gateway.settings import Settings, load_settings
 from tfstack.gateway.upstream import CALLS, Upstream
-from tfstack.protocol import codec, routes
+from tfstack.protocol import codec, content_encoding, routes
 from tfstack.protocol.errors import MissingOrigin
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -69,7 +69,7 @@ def v1(_path: str) -> Response:
     g.route = route
     gateway = _gateway()
     deadline = Deadline.capped(_asked_timeout_ms(), gateway.settings.deadline_ms)
-    raw = request.get_data(cache=False) if request.method == "POST" else b""
+    raw = _request_body(gateway.settings.max_body_bytes) if request.method == "POST" else b""
     # Admission once the body is in: a client still sending (slow, or stalled) holds no slot, only
     # its connection (a greenlet under gevent); admitted work is work the backends can start.
     rejection = gateway.admission.try_acquire(route.model.name)
@@ -82,6 +82,18 @@ def v1(_path: str) -> Response:
     finally:
         gateway.admission.release(route.model.name)
     return json_response(body)
+
+
+def _request_body(limit: int) -> bytes:
+    """The body, uncompressed when it came gzip-compressed (as TF Serving's HTTP server does);
+    the size limit holds for what it inflates to as well (413)."""
+    raw = request.get_data(cache=False)
+    if not content_encoding.is_gzip(request.headers.get("Content-Encoding")):
+        return raw
+    try:
+        return content_encoding.inflate(raw, limit)
+    except content_encoding.InflatedTooLarge:
+        raise PayloadTooLarge(limit) from None
 
 
 def _raw_path() -> str:

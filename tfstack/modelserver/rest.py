@@ -21,10 +21,11 @@ from tensorflow_serving.apis import (
 from tfstack.modelserver import rest_json
 from tfstack.modelserver.errors import invalid_argument
 from tfstack.modelserver.inference import Inference
-from tfstack.protocol import routes
+from tfstack.protocol import content_encoding, routes
 from tfstack.protocol.errors import MissingOrigin, ProtocolError
 
 log = logging.getLogger("tfstack.modelserver.rest")
+_MAX_LINE = 8192  # a chunk-size or trailer line longer than this is a framing error (400)
 
 
 def error_body(message: str) -> str:
@@ -128,8 +129,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         with self.tracker:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length > 0 else b""
+            try:
+                body = self._read_body()
+            except (ValueError, OSError):  # a framing error: the connection cannot go on
+                self.close_connection = True
+                self._send(400, "Bad Request", "text/plain")
+                return
             path = urllib.parse.urlsplit(self.path).path
             if method == "GET" and self.metrics_path is not None and path == self.metrics_path:
                 text = self.api.core.metrics.render()
@@ -151,6 +156,44 @@ class _Handler(BaseHTTPRequestHandler):
                 log.exception("REST %s %s failed", method, path)
                 status, text = 500, error_body(str(err))
             self._send(status, text)
+
+    def _read_body(self) -> bytes:
+        """The body as TF Serving's HTTP server (libevent) hands it on: de-chunked, and inflated
+        when Content-Encoding says gzip (tfstack/protocol/content_encoding.py)."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            body = self._read_chunked()
+        else:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length < 0:
+                raise ValueError(f"negative Content-Length: {length}")
+            body = self.rfile.read(length) if length > 0 else b""
+        if not content_encoding.is_gzip(self.headers.get("Content-Encoding")):
+            return body
+        try:
+            return content_encoding.inflate(body, content_encoding.TFSERVING_MAX_INFLATED_BYTES)
+        except content_encoding.InflatedTooLarge:
+            return b""
+
+    def _read_chunked(self) -> bytes:
+        """RFC 9112 chunked framing: hex sizes (extensions ignored), then trailers, all dropped."""
+        parts = []
+        while True:
+            line = self.rfile.readline(_MAX_LINE + 1)
+            if len(line) > _MAX_LINE or not line.endswith(b"\n"):
+                raise ValueError("chunk size line too long or cut short")
+            size = int(line.split(b";", 1)[0].strip(), 16)
+            if size < 0:
+                raise ValueError(f"negative chunk size: {size}")
+            if size == 0:
+                break
+            chunk = self.rfile.read(size)
+            if len(chunk) != size or self.rfile.readline(_MAX_LINE + 1).strip():
+                raise ValueError("chunk cut short or not followed by CRLF")
+            parts.append(chunk)
+        while (line := self.rfile.readline(_MAX_LINE + 1)).strip():  # trailer fields
+            if len(line) > _MAX_LINE:
+                raise ValueError("trailer line too long")
+        return b"".join(parts)
 
     def do_GET(self):  # noqa: N802
         self._dispatch("GET")
