@@ -248,6 +248,18 @@ def test_a_signature_in_an_error_is_printed_as_tf_servings_debug_string(front_do
     ))
 
 
+def test_other_verbs_are_malformed_requests_at_both_front_doors(front_doors):
+    """Only POST and GET have routes; libevent passes HEAD and PATCH on, the handler refuses them
+    (a HEAD answer has the headers and no body)."""
+    for name, base in front_doors.items():
+        patch = requests.patch(base + HALF, data="{}", timeout=TIMEOUT)
+        assert (patch.status_code, patch.json()) == (
+            400, {"error": f"Malformed request: PATCH {HALF}"}), name
+        head = requests.head(base + HALF, timeout=TIMEOUT)
+        assert (head.status_code, head.content) == (400, b""), name
+        assert head.headers["Content-Type"].startswith("application/json"), name
+
+
 def _send_framed(base: str, path: str, body: bytes, framing: str) -> tuple[int, object]:
     headers = {"Content-Type": "application/json"}
     if "gzip" in framing:

@@ -125,7 +125,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Access-Control-Allow-Methods", "POST, GET")
             self.send_header("Access-Control-Allow-Headers", "Content-Type")
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":  # HEAD: the headers a GET would have, no body
+            self.wfile.write(data)
 
     def _dispatch(self, method: str) -> None:
         with self.tracker:
@@ -209,6 +210,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_OPTIONS(self):  # noqa: N802
         self._dispatch("OPTIONS")
+
+    def do_HEAD(self):  # noqa: N802 (TF Serving: "Malformed request: HEAD <path>", 400)
+        self._dispatch("HEAD")
+
+    def do_PATCH(self):  # noqa: N802
+        self._dispatch("PATCH")
 
 
 class _Inflight:
