@@ -62,6 +62,11 @@ class Inference:
         self.batcher = batcher
         self.tensor_content = tensor_content
         self.timeout_ms = timeout_ms
+        # method_name -> (check the signature and name the outputs to fetch, run and shape)
+        self._example_methods = {
+            CLASSIFY_METHOD: (_classify_outputs, self._classify),
+            REGRESS_METHOD: (_regress_outputs, self._regress),
+        }
 
     # -- model spec ------------------------------------------------------------------------------
     def resolve(self, request) -> tuple[str, int | None]:
@@ -208,14 +213,6 @@ class Inference:
             else:
                 result.regression_result.CopyFrom(answer)
         return response
-
-    @property
-    def _example_methods(self):
-        """method_name -> (check the signature and name its outputs to fetch, run and shape)."""
-        return {
-            CLASSIFY_METHOD: (_classify_outputs, self._classify),
-            REGRESS_METHOD: (_regress_outputs, self._regress),
-        }
 
     def _classify(
         self, servable: Servable, signature_name: str, wanted: list[str], serialized: list[bytes]
