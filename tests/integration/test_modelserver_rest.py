@@ -254,6 +254,16 @@ def test_paths_outside_v1_are_plain_404(http, url):
 
 
 # -- metrics -----------------------------------------------------------------------------------
+def test_the_metrics_path_with_a_query_gets_tf_servings_400(http, modelserver):
+    """http_server.cc: the metrics handler is found by the path alone, then refuses a uri_path
+    (path and query) that is not exactly the configured path."""
+    resp = http.get(modelserver.metrics_url + "?x=1", timeout=TIMEOUT)
+    assert (resp.status_code, resp.text) == (400, (
+        "Unexpected path: /monitoring/prometheus/metrics?x=1. "
+        "Should be /monitoring/prometheus/metrics"))
+    assert resp.headers["Content-Type"].startswith("text/plain")
+
+
 def test_prometheus_metrics(http, url, modelserver):
     import grpc
     import numpy as np

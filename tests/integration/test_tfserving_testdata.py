@@ -260,6 +260,23 @@ def test_other_verbs_are_malformed_requests_at_both_front_doors(front_doors):
         assert head.headers["Content-Type"].startswith("application/json"), name
 
 
+def test_a_query_string_is_part_of_the_path_tf_serving_routes_on(front_doors):
+    """util/net_http's uri_path() is the path with its query: TF Serving's regexes must match all
+    of it, so a predict with a query is a malformed request, and a status path reads the query
+    into the model name (it then names no model)."""
+    for path in (f"{HALF}:predict?debug=1", f"{HALF}/versions/123:predict?x"):
+        answers = ask_both(front_doors, "POST", path, {"instances": [1.0]})
+        assert answers["gateway"] == answers["model server"] == (
+            400, {"error": f"Malformed request: POST {path}"}), path
+    metadata = f"{HALF}/metadata?x=1"
+    assert ask_both(front_doors, "GET", metadata, None)["gateway"] == (
+        400, {"error": f"Malformed request: GET {metadata}"})
+    answers = ask_both(front_doors, "GET", f"{HALF}?x=1", None)
+    assert answers["gateway"] == answers["model server"]
+    status, body = answers["gateway"]
+    assert status == 404 and "half_plus_two?x=1" in body["error"], body
+
+
 def _send_framed(base: str, path: str, body: bytes, framing: str) -> tuple[int, object]:
     headers = {"Content-Type": "application/json"}
     if "gzip" in framing:

@@ -17,7 +17,7 @@ from tfstack.protocol.errors import (
     StatusError,
     http_status_for,
 )
-from tfstack.protocol.routes import ModelRef, Route, is_v1, resolve
+from tfstack.protocol.routes import ModelRef, Route, is_v1, plain_path, resolve, routed_path
 
 
 @pytest.mark.parametrize(
@@ -139,3 +139,32 @@ def test_every_protocol_error_carries_its_http_status_and_grpc_code(err, status,
     assert isinstance(err, ProtocolError)
     assert (err.status, err.code) == (status, code)
     assert (err.extra, err.headers) == ({}, {})
+
+
+@pytest.mark.parametrize(
+    ("target", "routed", "plain"),
+    [
+        ("/v1/models/m:predict", "/v1/models/m:predict", "/v1/models/m:predict"),
+        ("/v1/models/m:predict?x=1", "/v1/models/m:predict?x=1", "/v1/models/m:predict"),
+        ("/v1/models/m:predict?", "/v1/models/m:predict?", "/v1/models/m:predict"),
+        ("/v1/models/m#top", "/v1/models/m#top", "/v1/models/m"),
+        ("/v1/models/my%20model?a=%2F", "/v1/models/my%20model?a=%2F", "/v1/models/my%20model"),
+        # absolute-form: scheme and authority go, as evhttp_uri_parse splits them off
+        ("http://host:8501/v1/models/m?x", "/v1/models/m?x", "/v1/models/m"),
+        ("http://host:8501", "/", "/"),
+        ("http://host:8501?x", "/?x", "/"),
+        ("*", "*", "*"),
+    ],
+)
+def test_the_routed_path_keeps_the_query_as_tf_servings_uri_path_does(target, routed, plain):
+    assert routed_path(target) == routed
+    assert plain_path(target) == plain
+
+
+def test_a_query_string_makes_a_predict_path_malformed():
+    """TF Serving's regexes must match the whole path with its query: this is not a predict."""
+    with pytest.raises(MalformedRequest) as err:
+        resolve("POST", routed_path("/v1/models/m:predict?debug=1"))
+    assert err.value.message == "Malformed request: POST /v1/models/m:predict?debug=1"
+    # A GET status path takes the query into the model name ([^/:]+), and asks for that model.
+    assert resolve("GET", "/v1/models/m?x=1") == Route("status", ModelRef("m?x=1"))

@@ -97,11 +97,13 @@ def _request_body(limit: int) -> bytes:
 
 
 def _raw_path() -> str:
-    """The path as sent (percent-escapes kept; TF Serving matches before unescaping)."""
+    """The path TF Serving would route on: as sent (percent-escapes kept; TF Serving matches before
+    unescaping), query and fragment included (routes.routed_path)."""
     raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
     if not raw:
-        return request.path
-    return raw.split("?", 1)[0]
+        query = request.environ.get("QUERY_STRING")
+        return request.path + (f"?{query}" if query else "")
+    return routes.routed_path(raw)
 
 
 def _asked_timeout_ms() -> int | None:

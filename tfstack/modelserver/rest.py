@@ -7,7 +7,6 @@ import json
 import logging
 import threading
 import time
-import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tensorflow_serving.apis import (
@@ -136,10 +135,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self._send(400, "Bad Request", "text/plain")
                 return
-            path = urllib.parse.urlsplit(self.path).path
-            if method == "GET" and self.metrics_path is not None and path == self.metrics_path:
-                text = self.api.core.metrics.render()
-                self._send(200, text, "text/plain; version=0.0.4")
+            path = routes.routed_path(self.path)
+            if self.metrics_path is not None and routes.plain_path(path) == self.metrics_path:
+                self._metrics(path)
                 return
             if not routes.is_v1(path):
                 self._send(404, "Not Found", "text/plain")
@@ -157,6 +155,15 @@ class _Handler(BaseHTTPRequestHandler):
                 log.exception("REST %s %s failed", method, path)
                 status, text = 500, error_body(str(err))
             self._send(status, text)
+
+    def _metrics(self, path: str) -> None:
+        """TF Serving's handler for the metrics path (http_server.cc ProcessPrometheusRequest),
+        found by the path alone, whatever the verb; a query or fragment makes it a 400."""
+        if path != self.metrics_path:
+            text = f"Unexpected path: {path}. Should be {self.metrics_path}"
+            self._send(400, text, "text/plain")
+            return
+        self._send(200, self.api.core.metrics.render(), "text/plain; version=0.0.4")
 
     def _read_body(self) -> bytes:
         """The body as TF Serving's HTTP server (libevent) hands it on: de-chunked, and inflated

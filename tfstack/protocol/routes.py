@@ -1,7 +1,8 @@
 """TF Serving's REST routing (model_servers/http_rest_api_util.cc ParseModelInfo), pure functions.
 
 The regexes are TF Serving's own, matched against the whole path as sent (percent-escapes kept);
-names and labels are then unescaped. Anything else under /v1/ is `Malformed request: <METHOD>
+names and labels are then unescaped. The path routed on keeps the query and fragment
+(`routed_path`), as TF Serving's does. Anything else under /v1/ is `Malformed request: <METHOD>
 <path>` (docs/gateway.md, Endpoints). RE2's `\\d` is ASCII only, so the version is `[0-9]+` here.
 """
 
@@ -49,6 +50,25 @@ class ModelRef:
 class Route:
     method: str  # predict | classify | regress | status | metadata (the metrics label)
     model: ModelRef
+
+
+def routed_path(target: str) -> str:
+    """What TF Serving routes a request on, from its request target: the path with the query and
+    fragment still on (util/net_http's `uri_path()` is evhttp's path, `?query`, `#fragment`), so
+    `:predict?x=1` is a malformed request there, and here. An absolute-form target
+    (`http://host/path`) loses its scheme and authority, as evhttp_uri_parse splits them off."""
+    scheme = target.find("://")
+    if target.startswith("/") or scheme < 0:
+        return target
+    rest = target[scheme + 3:]
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    tail = rest[cut:]
+    return tail if tail.startswith("/") else "/" + tail
+
+
+def plain_path(target: str) -> str:
+    """The path alone (no query or fragment): what evhttp looks registered handlers up by."""
+    return routed_path(target).split("?", 1)[0].split("#", 1)[0]
 
 
 def is_v1(path: str) -> bool:
