@@ -194,6 +194,8 @@ ERRORS = [
     ("POST", f"{HALF}:predict", {"inputs": [[1.0], 2.0]}, 400,
      "JSON Value: 2.0 found at incorrect level: 2 in the JSON DOM. Expected at level: 2"),
     ("POST", f"{TF2}:predict", "{\"instances\": [1.0,", 400, "JSON Parse error: Invalid value"),
+    ("POST", f"{HALF}:predict", '{"instances": [1e400]}', 400,
+     "JSON Parse error: Number too big to be stored in double. at offset: 15"),
     # classifier.cc / regressor.cc (PreProcessClassification, PreProcessRegression): a signature
     # without the aliases these APIs need is refused, printed as the C++ DebugString.
     ("POST", f"{HALF}:regress", {"examples": [{"x": 1.0}]}, 400,

@@ -77,7 +77,17 @@ def shape(tensor: tensor_pb2.TensorProto) -> list[int]:
          "JSON Parse error: The document root must not be followed by other values. at offset: 3"),
         (b'{"a": "\xff"}', "JSON Parse error: Invalid encoding"),
         (b"[" * 100_000, "JSON Parse error: nesting too deep"),
-        (b'{"a": ' + b"1" * 5000 + b"}", "JSON Parse error: "),
+        # rapidjson (reader.h ParseNumber) refuses a number a double cannot hold, at its first
+        # byte; Python would read infinity, or an exact integer.
+        (b'{"a": ' + b"1" * 5000 + b"}",
+         "JSON Parse error: Number too big to be stored in double. at offset: 6"),
+        (b'{"instances": [1.0, -1e400]}',
+         "JSON Parse error: Number too big to be stored in double. at offset: 20"),
+        (b"[0e400]", "JSON Parse error: Number too big to be stored in double. at offset: 1"),
+        (b"[" + b"9" * 309 + b"]",
+         "JSON Parse error: Number too big to be stored in double. at offset: 1"),
+        (b"[1e999, x]", "JSON Parse error: Number too big to be stored in double. at offset: 1"),
+        (b"[x, 1e999]", "JSON Parse error: Invalid value. at offset: 1"),
     ],
 )
 def test_parse_json_errors(raw, message):
@@ -85,6 +95,11 @@ def test_parse_json_errors(raw, message):
         codec.parse_json(raw)
     assert err.value.message.startswith(message)
     assert err.value.status == 400
+
+
+def test_numbers_near_a_doubles_limits_parse_as_in_rapidjson():
+    parsed = codec.parse_json(b'{"a": [1.5e308, 1e-400, 0.001e310, "1e400"], "e999": 1}')
+    assert parsed == {"a": [1.5e308, 0.0, 1e307, "1e400"], "e999": 1}
 
 
 def test_parse_json_accepts_nan_and_infinity_tokens():

@@ -11,6 +11,8 @@ model server.
 from __future__ import annotations
 
 import json
+import math
+import re
 
 from tfstack.protocol.errors import CodecError
 
@@ -30,6 +32,17 @@ _MISSING_COMMA = {
     "[": "Missing a comma or ']' after an array element.",
 }
 _UNTERMINATED = "Unterminated string starting at"
+_TOO_BIG = "Number too big to be stored in double."
+# A number rapidjson may refuse has an exponent of 3+ digits or 309+ digits in a row; a body
+# with neither is never scanned. Both checks run in C: regexes with a literal first byte, and a
+# byte search in a copy with every digit made "0" and everything else a space.
+_LONG_EXPONENT = (re.compile(rb"e[+]?[0-9]{3}"), re.compile(rb"E[+]?[0-9]{3}"))
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_RUN = b"0" * 309
+# The tokens of a JSON document that matter here: strings (skipped) and numbers.
+_TOKENS = re.compile(
+    rb'"(?:[^"\\]|\\.)*"|-?(?:0|[1-9][0-9]*)(?:\.([0-9]+))?(?:[eE]([+-]?[0-9]+))?'
+)
 
 
 def parse_json(raw: bytes) -> object:
@@ -39,16 +52,56 @@ def parse_json(raw: bytes) -> object:
         raise CodecError("JSON Parse error: The document is empty")
     if raw.isspace():
         raise _parse_error("The document is empty.", len(raw))
+    too_big = _first_too_big_number(raw) if _maybe_too_big(raw) else None
     try:
-        return json.loads(raw)
+        parsed = json.loads(raw)
     except json.JSONDecodeError as exc:
+        if too_big is not None and too_big < exc.pos:  # rapidjson stops at the number first
+            raise _parse_error(_TOO_BIG, too_big) from None
         raise _translate(exc) from None
     except UnicodeDecodeError as exc:
         raise _parse_error("Invalid encoding in string.", exc.start) from None
     except RecursionError:
         raise CodecError("JSON Parse error: nesting too deep") from None
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        if too_big is not None:
+            raise _parse_error(_TOO_BIG, too_big) from None
         raise CodecError(f"JSON Parse error: {exc}") from None
+    if too_big is not None:
+        raise _parse_error(_TOO_BIG, too_big)
+    return parsed
+
+
+def _maybe_too_big(raw: bytes) -> bool:
+    return any(pattern.search(raw) for pattern in _LONG_EXPONENT) or (
+        len(raw) >= len(_LONG_RUN) and _LONG_RUN in raw.translate(_DIGITS_AS_ZEROS)
+    )
+
+
+def _first_too_big_number(raw: bytes) -> int | None:
+    """The offset of the first number rapidjson refuses as too big for a double, or None.
+
+    Python reads `1e400` as infinity and keeps integers exact; rapidjson (reader.h ParseNumber)
+    stops with kParseErrorNumberTooBig at the number's first byte when a positive exponent is
+    over 308 plus the fraction's digits (even `0e400`) or when the value overflows a double."""
+    for match in _TOKENS.finditer(raw):
+        token = match.group()
+        if token.startswith(b'"'):
+            continue
+        fraction, exponent = match.group(1, 2)
+        if exponent is not None and not exponent.startswith(b"-"):
+            if int(exponent) > 308 + len(fraction or b""):
+                return match.start()
+        if _overflows(token):
+            return match.start()
+    return None
+
+
+def _overflows(token: bytes) -> bool:
+    try:
+        return math.isinf(float(token))
+    except (ValueError, OverflowError):
+        return True
 
 
 def _parse_error(text: str, offset: int) -> CodecError:
