@@ -177,6 +177,19 @@ def test_backend_errors_come_back_with_their_code_and_text_unchanged(
     assert through.details() == itself.details()
 
 
+def test_gzip_compressed_messages_over_grpcs_4_mib_default_pass_both_ways(front):
+    """TF Serving takes messages up to 2 GiB; a client that raises its own limits and compresses
+    gets its 6 MB tensor answered through the gateway, and a 6 MB answer back."""
+    limits = [("grpc.max_send_message_length", 64 * 2**20),
+              ("grpc.max_receive_message_length", 64 * 2**20)]
+    with grpc.insecure_channel(front.target, options=limits,
+                               compression=grpc.Compression.Gzip) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        values = np.arange(1_500_000, dtype=np.float32) / 1024
+        response = stub.Predict(predict(values=values), timeout=60)
+    np.testing.assert_allclose(tf.make_ndarray(response.outputs["y"]), values * 0.5 + 2)
+
+
 def test_unknown_model_is_tf_servings_not_found(via_gateway):
     err = via_gateway.error("Predict", predict("half"))
     assert err.code() == grpc.StatusCode.NOT_FOUND
