@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -277,6 +278,28 @@ def test_a_query_string_is_part_of_the_path_tf_serving_routes_on(front_doors):
     assert answers["gateway"] == answers["model server"]
     status, body = answers["gateway"]
     assert status == 404 and "half_plus_two?x=1" in body["error"], body
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(front_doors):
+    """libevent answers `Expect: 100-continue` at once; curl sends it with a large body and would
+    otherwise wait a second before sending the body."""
+    body = json.dumps({"instances": [1.0, 2.0, 5.0]}).encode()
+    for name, base in front_doors.items():
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+            sock.sendall(
+                f"POST {HALF}:predict HTTP/1.1\r\nHost: {host}\r\nExpect: 100-continue\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+            interim = sock.recv(4096)
+            assert interim.startswith(b"HTTP/1.1 100 Continue\r\n"), (name, interim)
+            sock.sendall(body)
+            answer = b""
+            while not answer.endswith(b"}"):
+                chunk = sock.recv(4096)
+                assert chunk, (name, answer)
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 "), (name, answer)
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"predictions": [2.5, 3.0, 4.5]}
 
 
 def _send_framed(base: str, path: str, body: bytes, framing: str) -> tuple[int, object]:
