@@ -251,6 +251,24 @@ def test_a_signature_in_an_error_is_printed_as_tf_servings_debug_string(front_do
     ))
 
 
+@pytest.mark.parametrize(("body", "text"), [
+    ({"signature_name": 100}, 'JSON Value: {\n    "signature_name": 100\n} not formatted '
+     "correctly. 'signature_name' key must be a string value."),
+    ({"instances": "abc"}, 'JSON Value: {\n    "instances": "abc"\n} Excepting \'instances\' '
+     "to be an list/array"),
+    ({"instances": [{"x": {"a": [1.5, 1e30]}}]}, "Failed to process element: 0 key: x of "
+     "'instances' list. Error: INVALID_ARGUMENT: JSON Value: {\n    \"a\": [\n        1.5,\n"
+     '        1e30\n    ]\n} Type: Object is not of expected type: float'),
+    ({"inputs": {"x": [[1.0], 2.0]}}, "JSON Value: 2.0 found at incorrect level: 2 in the JSON "
+     "DOM. Expected at level: 2"),
+])
+def test_a_value_in_an_error_is_printed_as_rapidjson_prints_it(front_doors, body, text):
+    """json_tensor.cc JsonValueToString: PrettyWriter for objects and arrays, WriteDecimal for a
+    lone decimal; the whole text, from both front doors."""
+    answers = ask_both(front_doors, "POST", f"{HALF}:predict", body)
+    assert answers["gateway"] == answers["model server"] == (400, {"error": text})
+
+
 def test_other_verbs_are_malformed_requests_at_both_front_doors(front_doors):
     """Only POST and GET have routes; libevent passes HEAD and PATCH on, the handler refuses them
     (a HEAD answer has the headers and no body)."""

@@ -8,14 +8,15 @@ for the pure-Python reader, tensor_to_json.py, so a gateway worker never loads i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
+from tfstack.protocol import json_text
 from tfstack.protocol.errors import CodecError
 from tfstack.protocol.proto import types_pb2
 
-# Error messages quote the offending JSON value; a hostile body must not make them huge.
-_MAX_QUOTED_CHARS = 256
+# Error messages quote the offending JSON value (TF Serving quotes it whole, pretty-printed); a
+# hostile body must not make them huge.
+_MAX_QUOTED_CHARS = 512
 
 
 class ValueProblem(CodecError):
@@ -93,9 +94,10 @@ def json_type(value: object) -> str:
 
 
 def quote(value: object) -> str:
-    """A JSON value as text for an error message, cut short if long."""
+    """A JSON value as TF Serving prints it in an error message (json_text.py), cut short if
+    long."""
     try:
-        text = json.dumps(value, separators=(",", ":"), allow_nan=True, ensure_ascii=False)
+        text = json_text.value_text(value)
     except RecursionError:  # parsed, but too deep to print again from here
         return f"<{json_type(value)} nested too deeply to quote>"
     if len(text) > _MAX_QUOTED_CHARS:
