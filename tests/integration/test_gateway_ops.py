@@ -177,8 +177,8 @@ def test_a_body_far_over_the_limit_gets_a_readable_413_and_keeps_the_connection(
     finally:
         gw.stop()
     assert refused.startswith(b"HTTP/1.1 413 "), refused[:200]
-    assert refused.endswith(b'{"error":"Request body larger than 20000 bytes '
-                            b'(TFSTACK_MAX_BODY_BYTES)"}')
+    assert refused.endswith(b'{\n    "error": "Request body larger than 20000 bytes '
+                            b'(TFSTACK_MAX_BODY_BYTES)"\n}')
     assert served.startswith(b"HTTP/1.1 200 "), served[:200]
     assert json.loads(served.partition(b"\r\n\r\n")[2]) == {"predictions": [2.5, 3.0]}
 

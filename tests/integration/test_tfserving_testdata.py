@@ -269,6 +269,15 @@ def test_a_value_in_an_error_is_printed_as_rapidjson_prints_it(front_doors, body
     assert answers["gateway"] == answers["model server"] == (400, {"error": text})
 
 
+def test_an_error_body_is_tf_servings_byte_for_byte(front_doors):
+    """json_tensor.cc MakeJsonFromStatus: rapidjson's PrettyWriter, 4-space indent."""
+    for name, base in front_doors.items():
+        resp = requests.post(base + "/v1/models/half:predict", data='{"instances": [1.0]}',
+                             timeout=TIMEOUT)
+        assert (resp.status_code, resp.content) == (404, (
+            b'{\n    "error": "Servable not found for request: Latest(half)"\n}')), name
+
+
 def test_other_verbs_are_malformed_requests_at_both_front_doors(front_doors):
     """Only POST and GET have routes; libevent passes HEAD and PATCH on, the handler refuses them
     (a HEAD answer has the headers and no body)."""

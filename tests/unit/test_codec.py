@@ -14,7 +14,7 @@ import random
 import numpy as np
 import pytest
 
-from tfstack.protocol import codec
+from tfstack.protocol import codec, json_text
 from tfstack.protocol.dtypes import DTYPES
 from tfstack.protocol.proto import (
     classification_pb2,
@@ -355,7 +355,9 @@ def test_request_errors(body, inputs, text):
 def test_error_quoting_a_lone_surrogate_still_renders():
     with pytest.raises(codec.CodecError) as err:
         decode(b'{"inputs": ["\\ud800"]}', sig({"x": F}))
-    assert b"ud800" in codec.dumps({"error": err.value.message})
+    assert b"ud800" in codec.dumps({"error": err.value.message}).lower()
+    document = json_text.error_document(err.value.message)
+    assert json.loads(document.encode("utf-8")) == {"error": err.value.message}
 
 
 def test_error_messages_stay_short_on_huge_bodies():

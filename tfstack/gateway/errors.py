@@ -15,14 +15,14 @@ from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from tfstack.gateway.domain import PayloadTooLarge
-from tfstack.protocol.codec import dumps
+from tfstack.protocol import json_text
 from tfstack.protocol.errors import ProtocolError
 
 log = logging.getLogger("tfstack.gateway")
 
 
 def json_error(status: int, message: str, **extra: object) -> Response:
-    body = dumps({"error": message, **extra})
+    body = json_text.error_document(message, **extra)
     return Response(body, status=status, mimetype="application/json")
 
 

@@ -3,7 +3,6 @@ HTTP/1.1 server. Requests go through the same Inference core as gRPC."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -20,7 +19,7 @@ from tensorflow_serving.apis import (
 from tfstack.modelserver import rest_json
 from tfstack.modelserver.errors import invalid_argument
 from tfstack.modelserver.inference import Inference
-from tfstack.protocol import content_encoding, routes
+from tfstack.protocol import content_encoding, json_text, routes
 from tfstack.protocol.errors import MissingOrigin, ProtocolError
 
 log = logging.getLogger("tfstack.modelserver.rest")
@@ -28,7 +27,7 @@ _MAX_LINE = 8192  # a chunk-size or trailer line longer than this is a framing e
 
 
 def error_body(message: str) -> str:
-    return json.dumps({"error": message}, indent=4)
+    return json_text.error_document(message)
 
 
 class RestApi:

@@ -44,6 +44,12 @@ def value_text(value: object) -> str:
     return "".join(out)
 
 
+def error_document(message: str, **extra: object) -> str:
+    """An error answer as TF Serving writes it (json_tensor.cc MakeJsonFromStatus, PrettyWriter):
+    `{\n    "error": "<message>"\n}`, members the gateway adds (a `hint`) after it."""
+    return value_text({"error": message, **extra})
+
+
 def write_decimal(value: float) -> str:
     """WriteDecimal<float> for a double in float range (rapidjson's GetFloat() rounds it),
     WriteDecimal<double> otherwise."""
@@ -152,14 +158,16 @@ def _container(open_: str, close: str, items: list, level: int, out: list[str]) 
 
 def _string(text: str) -> str:
     """rapidjson's Writer::WriteString: quote, backslash and control characters escaped
-    (`\\u001F`, upper-case hex), everything else, non-ASCII included, as is."""
+    (`\\u001F`, upper-case hex), everything else, non-ASCII included, as is (a lone surrogate,
+    which rapidjson's parser refuses and Python's lets through, is escaped: the text stays valid
+    UTF-8)."""
     if text.isprintable() and '"' not in text and "\\" not in text:
         return f'"{text}"'
     parts = []
     for char in text:
         if char in _ESCAPES:
             parts.append(_ESCAPES[char])
-        elif char < " ":
+        elif char < " " or "\ud800" <= char <= "\udfff":  # a lone surrogate: only escaped
             parts.append(f"\\u{ord(char):04X}")
         else:
             parts.append(char)
