@@ -87,6 +87,8 @@ def shape(tensor: tensor_pb2.TensorProto) -> list[int]:
         (b"[" + b"9" * 309 + b"]",
          "JSON Parse error: Number too big to be stored in double. at offset: 1"),
         (b"[1e999, x]", "JSON Parse error: Number too big to be stored in double. at offset: 1"),
+        (b"[1e" + b"9" * 5000 + b"]",
+         "JSON Parse error: Number too big to be stored in double. at offset: 1"),
         (b"[x, 1e999]", "JSON Parse error: Invalid value. at offset: 1"),
     ],
 )

@@ -90,7 +90,9 @@ def _first_too_big_number(raw: bytes) -> int | None:
             continue
         fraction, exponent = match.group(1, 2)
         if exponent is not None and not exponent.startswith(b"-"):
-            if int(exponent) > 308 + len(fraction or b""):
+            digits = exponent.lstrip(b"+").lstrip(b"0")
+            # Compared by length first: int() refuses strings past 4,300 digits.
+            if len(digits) > 6 or int(digits or b"0") > 308 + len(fraction or b""):
                 return match.start()
         if _overflows(token):
             return match.start()
