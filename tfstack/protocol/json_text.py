@@ -58,10 +58,7 @@ def write_decimal(value: float) -> str:
     if math.isinf(value):
         return "-Infinity" if value < 0 else "Infinity"
     if -FLOAT_RANGE <= value <= FLOAT_RANGE:
-        single = _F32.unpack(_F32.pack(value))[0]
-        text = f"{single:.6g}"
-        if _F32.unpack(_F32.pack(float(text)))[0] != single:
-            text = f"{single:.9g}"
+        text = float32_text(_F32.unpack(_F32.pack(value))[0])
     else:
         text = f"{value:.6g}"
         if float(text) != value:
@@ -69,6 +66,18 @@ def write_decimal(value: float) -> str:
     if "." not in text and "e" not in text:
         text += ".0"
     return text
+
+
+def float32_text(value: float) -> str:
+    """TF's text for a finite float32 value (held in a double): `%.6g` if that reads back as the
+    same float32, else `%.9g`, which always does."""
+    short = f"{value:.6g}"
+    try:
+        if _F32.unpack(_F32.pack(float(short)))[0] == value:
+            return short
+    except OverflowError:  # rounded past the float32 range
+        pass
+    return f"{value:.9g}"
 
 
 def writer_double(value: float) -> str:

@@ -20,6 +20,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from tfstack.protocol.dtypes import DT_BFLOAT16, DT_HALF, DType, ValueProblem, dtype_info
+from tfstack.protocol.json_text import float32_text
 from tfstack.protocol.proto import tensor_pb2
 
 if TYPE_CHECKING:
@@ -242,19 +243,12 @@ def float32_text_values(array: np.ndarray) -> np.ndarray:
 
 
 _VECTOR_MIN = 32
-_F32 = struct.Struct("<f")
 
 
 def _tf_float_text(value: float) -> float:
     if value != value or value == 0 or value in (math.inf, -math.inf):
         return value
-    short = float(f"{value:.6g}")
-    try:
-        if _F32.unpack(_F32.pack(short))[0] == value:
-            return short
-    except OverflowError:  # rounded past the float32 range
-        pass
-    return float(f"{value:.9g}")
+    return float(float32_text(value))
 
 
 def float_json(value: float) -> float:
