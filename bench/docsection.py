@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 
@@ -30,3 +31,17 @@ def publish(report: str, path: Path, begin: str, end: str, heading: str, write: 
     print(report)
     if write:
         replace_section(path, begin, end, report, heading)
+
+
+def provenance(command: str, load_before: tuple[float, ...], load_after: tuple[float, ...]) -> str:
+    """How and when a figure was measured: "`command`, <UTC time> (load average X before, Y
+    after)", the opening of a report."""
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return (f"`{command}`, {stamp} (load average {load_before[0]:.1f} before, "
+            f"{load_after[0]:.1f} after)")
+
+
+def markdown_table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    """A Markdown table: the first `left` columns aligned left, the others (figures) right."""
+    align = ["---"] * left + ["---:"] * (len(header) - left)
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in (header, align, *rows))

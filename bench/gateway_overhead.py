@@ -17,6 +17,7 @@ Each measurement is repeated `--runs` times; the report gives medians. Load at c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.docsection import write_section
@@ -50,6 +52,10 @@ WORKER_CLASS = load_settings().worker_class
 BARE_APP = "bench.gateway_bare_app:create_app()"
 SECTION_START = "<!-- section: gateway overhead (bench/gateway_overhead.py) -->"
 SECTION_END = "<!-- end section: gateway overhead -->"
+# (b2): both apps paced to a similar rate, below the bare handler's capacity and near the
+# gateway's with the model server beside it (~450-600 req/s here): each of 32 connections pauses
+# 50 ms after every answer.
+PACED = {"connections": 32, "pause_ms": 50}
 
 
 def request_body(model: str) -> bytes:
@@ -81,6 +87,21 @@ def start_modelserver(run: Path, model: str, *flags: str) -> tuple[ManagedProces
     ).start()  # fmt: skip
     proc.wait_until(lambda: port_open("127.0.0.1", rest_port), 300, "serving REST")
     return proc, grpc_port, rest_port
+
+
+@contextlib.contextmanager
+def local_modelserver(model: str, prefix: str) -> Iterator[tuple[int, int]]:
+    """A model server serving `model` from a fresh temporary folder for the block: its gRPC and
+    REST ports; stopped and the folder removed afterwards, also on failure."""
+    run_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    server = None
+    try:
+        server, grpc_port, rest_port = start_modelserver(run_dir, model)
+        yield grpc_port, rest_port
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def start_gunicorn(
@@ -222,12 +243,20 @@ def latency_run(gw_port: int, rest_port: int, grpc_call, path: str, body: bytes,
     return result
 
 
-def wrk(port: int, path: str, body: bytes, seconds: int, script_dir: Path) -> dict:
+def wrk(
+    port: int, path: str, body: bytes, seconds: int, script_dir: Path,
+    connections: int = 16, pause_ms: int = 0,
+) -> dict:
+    """wrk's counts and latency; with `pause_ms`, each connection waits that long after an
+    answer before it sends again (wrk's `delay()`), which holds the rate near
+    connections / (pause + latency) however fast the server is."""
     script = script_dir / "post.lua"
+    pause = f"function delay() return {pause_ms} end\n" if pause_ms else ""
     script.write_text(
         'wrk.method = "POST"\n'
         f"wrk.body = {json.dumps(body.decode())}\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
+        f"{pause}"
         "done = function(summary, latency, requests)\n"
         '  io.write(string.format("RESULT %d %d %d %d\\n", summary.requests,\n'
         "    summary.errors.status + summary.errors.connect + summary.errors.read\n"
@@ -236,7 +265,7 @@ def wrk(port: int, path: str, body: bytes, seconds: int, script_dir: Path) -> di
         "end\n"
     )
     out = subprocess.run(
-        ["wrk", "-t2", "-c16", f"-d{seconds}s", "--timeout", "5s", "-s", str(script),
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(script),
          f"http://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, timeout=seconds + 30, check=True,
     ).stdout  # fmt: skip
@@ -245,11 +274,15 @@ def wrk(port: int, path: str, body: bytes, seconds: int, script_dir: Path) -> di
     return {"requests": requests, "errors": errors, "p99_ms": p99_us / 1e3, "p50_ms": p50_us / 1e3}
 
 
-def throughput_run(master: int, port: int, path: str, body: bytes, secs: int, run: Path) -> dict:
+def throughput_run(
+    master: int, port: int, path: str, body: bytes, secs: int, run: Path, **load: int
+) -> dict:
+    """Throughput, p99 and CPU per request of the gunicorn group under `master`, driven by wrk
+    (`load`: wrk()'s connections and pause_ms)."""
     pids = group_pids(master)
     cpu_before = cpu_seconds(pids)
     started = time.perf_counter()
-    result = wrk(port, path, body, secs, run)
+    result = wrk(port, path, body, secs, run, **load)
     wall = time.perf_counter() - started
     cpu = cpu_seconds(pids) - cpu_before
     served = result["requests"]
@@ -281,10 +314,12 @@ def load_cells(result: dict) -> tuple[str, ...]:
 
 
 def report(
-    lat: dict, gw: dict, bare: dict, mem: list[dict], bare_mem: list[dict], args, load: str
+    lat: dict, gw: dict, bare: dict, paced: dict, mem: list[dict], bare_mem: list[dict], args,
+    load: str,
 ) -> str:
     runs, n, secs, path = args.runs, args.requests, args.seconds, predict_path(args.model)
     ratio = gw["cpu_ms_per_request"] / bare["cpu_ms_per_request"]
+    paced_ratio = paced["gateway"]["cpu_ms_per_request"] / paced["bare"]["cpu_ms_per_request"]
     rss_mb = max(m["rss"] for m in mem) / 1024
     verdict = lambda ok: "met" if ok else "**missed**"  # noqa: E731
     worker_rows = "\n".join(
@@ -295,6 +330,11 @@ def report(
     day = time.strftime("%Y-%m-%d", time.gmtime())
     gw_row = row("gateway (→ model server)", *load_cells(gw))
     bare_row = row("bare Flask handler (parse JSON, answer)", *load_cells(bare))
+    paced_rows = "\n".join(
+        row(label, *load_cells(paced[who]))
+        for who, label in (("gateway", "gateway (→ model server)"),
+                           ("bare", "bare Flask handler (parse JSON, answer)"))
+    )  # fmt: skip
     return f"""{SECTION_START}
 ## Gateway overhead
 
@@ -329,6 +369,19 @@ Gateway / bare CPU per request: **{ratio:.2f}×** (target ≤ 2.0× — {verdict
 The gateway's throughput shares the 2 cores with the model server and wrk; the bare handler's only
 with wrk.
 
+**(b2) CPU per request, paced load** (`wrk -t2 -c{PACED["connections"]} -d{secs}s`,
+each connection pausing {PACED["pause_ms"]} ms after every answer, wrk's `delay()`). In (b) the
+bare handler runs flat out and never idles, its cheapest regime, while the gateway waits on its
+backend. Paced, the bare handler idles between requests too, as the gateway does; the two rates
+are close, not equal (the gateway's latency, with the model server beside it on the same cores,
+lengthens each connection's cycle).
+
+| | throughput (req/s) | p99 (ms) | CPU per request (ms) | cores busy |
+|---|---|---|---|---|
+{paced_rows}
+
+Gateway / bare CPU per request, paced: **{paced_ratio:.2f}×**.
+
 **(c) Worker memory after the load** (KiB → MB; PSS/USS = what each worker really costs)
 
 | | RSS (MB) | PSS (MB) | USS (MB) |
@@ -362,17 +415,24 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(bare)
         grpc_call = grpc_predict(grpc_port, args.model, body)
         latency, gw_runs, bare_runs = [], [], []
+        paced_runs: dict[str, list[dict]] = {"gateway": [], "bare": []}
         for i in range(args.runs):
             latency.append(latency_run(gw_port, rest_port, grpc_call, path, body, args.requests))
             gw_runs.append(throughput_run(gateway.pid, gw_port, path, body, args.seconds, run_dir))
             bare_runs.append(throughput_run(bare.pid, bare_port, path, body, args.seconds, run_dir))
-            print(f"run {i + 1}: {latency[-1]}\n  gateway {gw_runs[-1]}\n  bare {bare_runs[-1]}",
+            for who, proc, port in (("gateway", gateway, gw_port), ("bare", bare, bare_port)):
+                paced_runs[who].append(
+                    throughput_run(proc.pid, port, path, body, args.seconds, run_dir, **PACED)
+                )
+            print(f"run {i + 1}: {latency[-1]}\n  gateway {gw_runs[-1]}\n  bare {bare_runs[-1]}"
+                  f"\n  paced {paced_runs['gateway'][-1]} / {paced_runs['bare'][-1]}",
                   file=sys.stderr)  # fmt: skip
         memory = [memory_kib(pid) for pid in group_pids(gateway.pid)[1:]]
         bare_memory = [memory_kib(pid) for pid in group_pids(bare.pid)[1:]]
         load = f"{load_before} / " + " ".join(f"{x:.1f}" for x in os.getloadavg())
         section = report(
-            median_of(latency), median_of(gw_runs), median_of(bare_runs), memory, bare_memory,
+            median_of(latency), median_of(gw_runs), median_of(bare_runs),
+            {who: median_of(runs) for who, runs in paced_runs.items()}, memory, bare_memory,
             args, load,
         )  # fmt: skip
     finally:

@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from bench.docsection import publish
-from bench.gateway_overhead import BODY_TEXT, percentile, request_body, start_modelserver
+from bench.docsection import provenance, publish
+from bench.gateway_overhead import BODY_TEXT, local_modelserver, percentile, request_body
 from bench.grpc_overhead import PREDICT, predict_bytes
 
 GAPS_MS = (0.0, 0.5, 1.0, 2.0, 5.0)
@@ -52,11 +50,8 @@ def measure_all(runs: int, calls: int) -> dict[tuple[str, float], list[dict[str,
     """Start a model server, measure every (protocol, gap) `runs` times, stop it."""
     import grpc
 
-    run_dir = Path(tempfile.mkdtemp(prefix="tfstack-idle-gap-"))
-    server = None
     results: dict[tuple[str, float], list[dict[str, float]]] = {}
-    try:
-        server, grpc_port, rest_port = start_modelserver(run_dir, "digits")
+    with local_modelserver("digits", "tfstack-idle-gap-") as (grpc_port, rest_port):
         request = predict_bytes(grpc_port, "digits")
         body = request_body("digits")
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
@@ -82,10 +77,6 @@ def measure_all(runs: int, calls: int) -> dict[tuple[str, float], list[dict[str,
                     print(f"run {index + 1}: {name} gap {gap} ms {result}", flush=True)
         channel.close()
         rest.close()
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
     return results
 
 
@@ -112,14 +103,12 @@ def main() -> int:
             cells.append(f"{p50:.2f} ({p50 / base:.2f}×) | {median(name, gap, 'p99_ms'):.2f} | "
                          f"{median(name, gap, 'cpu_ms'):.3f}")
         rows.append(f"| {gap:g} | " + " | ".join(cells) + " |")
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    body = BODY_TEXT["digits"]
+    command = f"python -m bench.idle_gap --runs {args.runs} --calls {args.calls}"
     report = "\n".join([
         "### Idle gaps: what a call costs after the caller slept",
         "",
-        f"`python -m bench.idle_gap --runs {args.runs} --calls {args.calls}`, {stamp} (load "
-        f"average {load_before[0]:.1f} before, {load_after[0]:.1f} after): one local model "
-        f"server (digits, `{body}`); the caller sleeps `gap` ms before each call; medians of "
+        f"{provenance(command, load_before, load_after)}: one local model server (digits, "
+        f"`{BODY_TEXT['digits']}`); the caller sleeps `gap` ms before each call; medians of "
         f"{args.runs} runs of {args.calls} calls, gaps interleaved.",
         "",
         "| gap (ms) | gRPC p50 ms (× back to back) | gRPC p99 ms | gRPC caller CPU ms/call "

@@ -14,6 +14,7 @@ BENCHMARKS = [
     ["bench.grpc_overhead", "--write", "docs/benchmarks.md"],
     ["bench.gateway_floor", "--write", "docs/benchmarks.md"],
     ["bench.idle_gap", "--write", "docs/benchmarks.md"],
+    ["bench.grpc_client_cost", "--write", "docs/benchmarks.md"],
     ["bench.modelserver_throughput"],
     ["bench.modelserver_throughput", "--model", "digits_wide"],
     ["bench.balancing_scaling"],
