@@ -247,10 +247,11 @@ def test_bad_shape_is_a_model_error(http, url):
     assert resp.json()["error"]
 
 
-def test_paths_outside_v1_are_plain_404(http, url):
+def test_paths_outside_v1_get_libevents_404_page(http, url):
     resp = http.get(f"{url}/v2/models/half_plus_two", timeout=TIMEOUT)
     assert resp.status_code == 404
-    assert resp.headers["Content-Type"].startswith("text/plain")
+    assert resp.headers["Content-Type"] == "text/html"
+    assert "<TITLE>404 Not Found</TITLE>" in resp.text
 
 
 # -- metrics -----------------------------------------------------------------------------------

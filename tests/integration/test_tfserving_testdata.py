@@ -367,6 +367,41 @@ def test_a_body_that_is_not_json_gets_rapidjsons_text(front_doors):
         400, {"error": "JSON Parse error: Invalid value. at offset: 0"})
 
 
+# TF Serving's order for a predict (util/json_tensor.cc FillPredictRequestFromJson): parse, the
+# body an object, its signature_name a string (400s), then the model looked up (404 when it or
+# the version is missing), and only then the instances read.
+@pytest.mark.parametrize(("body", "status", "text"), [
+    ("[1.0]", 400, "JSON Value: [\n    1.0\n] Is not object"),
+    ('{"signature_name": 1, "instances": [1.0]}', 400,
+     "'signature_name' key must be a string value."),
+    ('{"signature_name": null, "instances": [1.0]}', 400,
+     "'signature_name' key must be a string value."),
+    ('{"instances": [[1.0], [2.0, 3.0]]}', 404,
+     "Servable not found for request: Specific(half_plus_two, 999)"),
+    ('{"instances": 5}', 404, "Servable not found for request: Specific(half_plus_two, 999)"),
+])  # fmt: skip
+def test_a_missing_version_is_looked_up_after_the_envelope_is_checked(
+    front_doors, body, status, text
+):
+    answers = ask_both(front_doors, "POST", f"{HALF}/versions/999:predict", body)
+    assert answers["gateway"] == answers["model server"]
+    got_status, got_body = answers["gateway"]
+    assert got_status == status and text in got_body["error"], got_body
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+def test_a_path_no_handler_takes_gets_libevents_404_page_at_both_doors(front_doors, method):
+    """evhttp_server.cc: no handler for the path -> evhttp_send_error(req, HTTP_NOTFOUND, nullptr),
+    libevent's HTML page, not TF Serving's JSON error body."""
+    for name, base in front_doors.items():
+        resp = requests.request(method, f"{base}/v2/models/half_plus_two:predict", data="{}",
+                                timeout=TIMEOUT)
+        assert resp.status_code == 404, name
+        assert resp.headers["Content-Type"] == "text/html", name
+        assert resp.text == ("<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n"
+                             "<H1>Not Found</H1>\n</BODY></HTML>\n"), name
+
+
 def tensor_info(name: str, dtype: str, dims: list[int] | None) -> dict:
     """TensorInfo as TF Serving's metadata JSON writes it (None: unknown rank)."""
     shape = {"dim": [{"size": str(d), "name": ""} for d in dims or []],

@@ -23,7 +23,7 @@ from tfstack.gateway.errors import register_error_handlers
 from tfstack.gateway.settings import Settings, load_settings
 from tfstack.gateway.upstream import CALLS, Upstream
 from tfstack.protocol import codec, content_encoding, routes
-from tfstack.protocol.errors import MissingOrigin
+from tfstack.protocol.errors import ERROR_PAGE_TYPE, MissingOrigin, error_page
 
 REQUEST_ID_HEADER = "X-Request-ID"
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
@@ -53,6 +53,11 @@ def json_response(obj: object, status: int = 200) -> Response:
     return Response(codec.dumps(obj), status=status, mimetype="application/json")
 
 
+def not_found() -> Response:
+    """TF Serving's answer where no handler takes the path: libevent's 404 page (not JSON)."""
+    return Response(error_page(404, "Not Found"), status=404, content_type=ERROR_PAGE_TYPE)
+
+
 tfserving = Blueprint("tfserving", __name__)
 ops = Blueprint("ops", __name__)
 
@@ -62,7 +67,7 @@ ops = Blueprint("ops", __name__)
 def v1(_path: str) -> Response:
     path = _raw_path()
     if not routes.is_v1(path):
-        return json_response({"error": "Not Found"}, 404)
+        return not_found()
     if request.method == "OPTIONS":
         return _cors_preflight()
     route = routes.resolve(request.method, path)
@@ -156,7 +161,7 @@ def metrics_endpoint() -> Response:
 def debug_endpoints() -> Response:
     gateway = _gateway()
     if not gateway.settings.debug_endpoints:
-        return json_response({"error": "Not Found"}, 404)
+        return not_found()
     return json_response({"pid": os.getpid(), "endpoints": gateway.upstream.pool.snapshot()})
 
 
@@ -164,7 +169,7 @@ def debug_endpoints() -> Response:
 def debug_vars() -> Response:
     gateway = _gateway()
     if not gateway.settings.debug_endpoints:
-        return json_response({"error": "Not Found"}, 404)
+        return not_found()
     heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
     return json_response(
         {

@@ -8,8 +8,6 @@ a `hint` naming any input whose shape the signature does not declare.
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 
 from tfstack.gateway.domain import Deadline, UpstreamError
@@ -23,12 +21,13 @@ from tfstack.protocol.proto import (
 )
 from tfstack.protocol.routes import ModelRef
 
-DEFAULT_SIGNATURE = "serving_default"
-
 
 def predict(upstream: Upstream, model: ModelRef, raw: bytes, deadline: Deadline) -> dict:
     body = codec.parse_json(raw)
-    cached = upstream.signatures(model, deadline, wanted=_requested_signature(body))
+    # TF Serving's order: the body must be an object with a string `signature_name` (400) before
+    # the model is looked up (404 for a missing model or version), then the instances are read.
+    wanted = codec.signature_name_of(body)
+    cached = upstream.signatures(model, deadline, wanted=wanted)
     call = codec.decode_predict_body(body, cached.signatures)
     request = predict_pb2.PredictRequest(
         model_spec=model.spec(call.signature_name), inputs=call.inputs
@@ -88,10 +87,3 @@ HANDLERS = {
     "metadata": metadata,
 }
 
-
-def _requested_signature(body: Any) -> str | None:
-    """The signature a predict body asks for (None if it cannot say: the codec's error will)."""
-    if not isinstance(body, dict):
-        return None
-    name = body.get("signature_name") or DEFAULT_SIGNATURE
-    return name if isinstance(name, str) else None

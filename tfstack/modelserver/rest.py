@@ -20,7 +20,7 @@ from tfstack.modelserver import rest_json
 from tfstack.modelserver.errors import invalid_argument
 from tfstack.modelserver.inference import Inference
 from tfstack.protocol import content_encoding, json_text, routes
-from tfstack.protocol.errors import MissingOrigin, ProtocolError
+from tfstack.protocol.errors import ERROR_PAGE_TYPE, MissingOrigin, ProtocolError, error_page
 
 log = logging.getLogger("tfstack.modelserver.rest")
 _MAX_LINE = 8192  # a chunk-size or trailer line longer than this is a framing error (400)
@@ -139,14 +139,14 @@ class _Handler(BaseHTTPRequestHandler):
                 body = self._read_body()
             except (ValueError, OSError):  # a framing error: the connection cannot go on
                 self.close_connection = True
-                self._send(400, "Bad Request", "text/plain")
+                self._send(400, error_page(400, "Bad Request"), ERROR_PAGE_TYPE)
                 return
             path = routes.routed_path(self.path)
             if self.metrics_path is not None and routes.plain_path(path) == self.metrics_path:
                 self._metrics(path)
                 return
             if not routes.is_v1(path):
-                self._send(404, "Not Found", "text/plain")
+                self._send(404, error_page(404, "Not Found"), ERROR_PAGE_TYPE)
                 return
             if method == "OPTIONS":
                 origin = self.headers.get("Origin", "")

@@ -36,6 +36,17 @@ def http_status_for(code: grpc.StatusCode | None) -> int:
     return GRPC_TO_HTTP.get(code, 500) if code is not None else 500
 
 
+# What TF Serving's HTTP server answers where no handler takes the request (a path outside /v1/,
+# other than the monitoring path): libevent's evhttp_send_error page, HTML, not JSON
+# (util/net_http/server/internal/evhttp_server.cc; libevent's http.c ERR_FORMAT).
+ERROR_PAGE_TYPE = "text/html"
+
+
+def error_page(status: int, reason: str) -> str:
+    return (f"<HTML><HEAD>\n<TITLE>{status} {reason}</TITLE>\n</HEAD><BODY>\n<H1>{reason}</H1>\n"
+            "</BODY></HTML>\n")
+
+
 class ProtocolError(Exception):
     """Base of every error answered on purpose. `status` is the HTTP status, `code` the gRPC code
     TF Serving would give (the model server counts requests by its name), `message` the text of
