@@ -450,3 +450,74 @@ def test_tf2_metadata_is_the_same_from_both(front_doors):
         {"size": "1", "name": ""}]
     default_x = signatures["serving_default"]["defaults"]["x"]
     assert default_x["resource_handle_val"] == [] and default_x["variant_val"] == []
+
+
+# -- both doors side by side on generated bodies -----------------------------------------------
+FUZZ_PATHS = [f"{HALF}", f"{TF2}", f"{HALF}/versions/123", f"{HALF}/versions/999",
+              f"{HALF}/labels/nope", "/v1/models/nope"]
+FUZZ_SIGNATURES = ["serving_default", "classify_x_to_y", "regress_x_to_y", "regress_x2_to_y3",
+                   "classify_x2_to_y3", "", "nope", None, 1]
+
+
+def _fuzz_scalar(rng) -> object:
+    return rng.choice([0, 1, -1, 2**63, -(2**63) - 1, 2**64, 1.5, -0.0, 1e308, 3.5e38, True,
+                       None, "", "x", "é", {"b64": "AAAA"}, {"b64": "!!"}, {}, [], [[]]])
+
+
+def _fuzz_value(rng, depth: int = 0) -> object:
+    roll = rng.random()
+    if depth > 3 or roll < 0.45:
+        return _fuzz_scalar(rng)
+    if roll < 0.85:
+        return [_fuzz_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    return {rng.choice(["x", "y", "inputs", "b64", ""]): _fuzz_value(rng, depth + 1)
+            for _ in range(rng.randint(0, 2))}
+
+
+def _fuzz_body(rng) -> str:
+    roll = rng.random()
+    if roll < 0.3:
+        body: object = {"instances": [rng.choice([1.0, [1.0], 2, "a", None, [1.0, 2.0]])
+                                      for _ in range(rng.randint(0, 3))]}
+    elif roll < 0.5:
+        body = {"inputs": rng.choice([_fuzz_value(rng), {"x": _fuzz_value(rng)}])}
+    elif roll < 0.75:
+        body = {"examples": [{rng.choice(["x", "x2", "y"]): _fuzz_value(rng)}
+                             for _ in range(rng.randint(0, 2))]}
+        if rng.random() < 0.3:
+            body["context"] = rng.choice([{}, {"x": 1.0}, [], None])
+    else:
+        body = _fuzz_value(rng)
+    if isinstance(body, dict) and rng.random() < 0.4:
+        body["signature_name"] = rng.choice(FUZZ_SIGNATURES)
+    text = json.dumps(body)
+    if rng.random() < 0.15:  # a byte cut or added: not JSON any more, most of the time
+        cut = rng.randrange(len(text) + 1)
+        text = text[:cut] + rng.choice(["", "}", ",", "\\", "1e400", "\x00"]) + text[cut + 1:]
+    return text
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_both_doors_answer_generated_bodies_alike(front_doors, seed):
+    """Seeded bodies (well-formed, mistyped, ragged, not JSON) to predict, classify and regress
+    on served, missing and mislabelled models: never a 5xx; the same status from both doors; the
+    same error text (the gateway may add a `hint` beside it); the same JSON on success."""
+    import random
+
+    rng = random.Random(seed)
+    seen: set[int] = set()
+    for _ in range(75):
+        path = f"{rng.choice(FUZZ_PATHS)}:{rng.choice(['predict', 'classify', 'regress'])}"
+        body = _fuzz_body(rng)
+        answers = {name: requests.post(base + path, data=body.encode("utf-8", "surrogatepass"),
+                                       timeout=TIMEOUT)
+                   for name, base in front_doors.items()}
+        gateway, modelserver = answers["gateway"], answers["model server"]
+        case = (path, body, gateway.text[:300], modelserver.text[:300])
+        assert gateway.status_code < 500 and modelserver.status_code < 500, case
+        assert gateway.status_code == modelserver.status_code, case
+        seen.add(gateway.status_code)
+        got, want = gateway.json(), modelserver.json()
+        got.pop("hint", None)
+        assert got == want, case
+    assert len(seen) > 1  # the generator reaches more than one kind of answer
