@@ -329,6 +329,15 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(front_doors):
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"predictions": [2.5, 3.0, 4.5]}
 
 
+def test_an_expectation_other_than_100_continue_is_417_at_both_doors(front_doors):
+    """libevent's evhttp_get_body: any other `Expect` on a request with a body is refused with
+    417 Expectation Failed (gunicorn refuses it too)."""
+    for name, base in front_doors.items():
+        resp = requests.post(f"{base}{HALF}:predict", data='{"instances": [1.0]}',
+                             headers={"Expect": "something-else"}, timeout=TIMEOUT)
+        assert resp.status_code == 417, (name, resp.text)
+
+
 def _send_framed(base: str, path: str, body: bytes, framing: str) -> tuple[int, object]:
     headers = {"Content-Type": "application/json"}
     if "gzip" in framing:

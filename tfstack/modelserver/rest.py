@@ -23,6 +23,7 @@ from tfstack.protocol import content_encoding, json_text, routes
 from tfstack.protocol.errors import ERROR_PAGE_TYPE, MissingOrigin, ProtocolError, error_page
 
 log = logging.getLogger("tfstack.modelserver.rest")
+_BODY_METHODS = ("POST", "PUT", "PATCH")  # the methods libevent reads a body for
 _MAX_LINE = 8192  # a chunk-size or trailer line longer than this is a framing error (400)
 
 
@@ -120,6 +121,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         return accepted
 
+    def _unmet_expectation(self, method: str) -> bool:
+        """An `Expect` other than 100-continue on an HTTP/1.1 request that carries a body:
+        libevent (evhttp_get_body) answers 417 with its error page; http.server ignores it."""
+        expect = self.headers.get("Expect")
+        return (expect is not None and expect.lower() != "100-continue"
+                and method in _BODY_METHODS and self.request_version >= "HTTP/1.1")
+
     def _send(self, status: int, body: str, content_type: str = "application/json") -> None:
         data = body.encode("utf-8")
         self.send_response(status)
@@ -140,6 +148,9 @@ class _Handler(BaseHTTPRequestHandler):
             except (ValueError, OSError):  # a framing error: the connection cannot go on
                 self.close_connection = True
                 self._send(400, error_page(400, "Bad Request"), ERROR_PAGE_TYPE)
+                return
+            if self._unmet_expectation(method):
+                self._send(417, error_page(417, "Expectation Failed"), ERROR_PAGE_TYPE)
                 return
             path = routes.routed_path(self.path)
             if self.metrics_path is not None and routes.plain_path(path) == self.metrics_path:
