@@ -55,7 +55,7 @@ def json_response(obj: object, status: int = 200) -> Response:
 
 def not_found() -> Response:
     """TF Serving's answer where no handler takes the path: libevent's 404 page (not JSON)."""
-    return Response(error_page(404, "Not Found"), status=404, content_type=ERROR_PAGE_TYPE)
+    return Response(error_page(404), status=404, content_type=ERROR_PAGE_TYPE)
 
 
 tfserving = Blueprint("tfserving", __name__)

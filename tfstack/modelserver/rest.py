@@ -128,6 +128,10 @@ class _Handler(BaseHTTPRequestHandler):
         return (expect is not None and expect.lower() != "100-continue"
                 and method in _BODY_METHODS and self.request_version >= "HTTP/1.1")
 
+    def _send_page(self, status: int) -> None:
+        """libevent's error page: what TF Serving's HTTP server answers below its handlers."""
+        self._send(status, error_page(status), ERROR_PAGE_TYPE)
+
     def _send(self, status: int, body: str, content_type: str = "application/json") -> None:
         data = body.encode("utf-8")
         self.send_response(status)
@@ -147,17 +151,17 @@ class _Handler(BaseHTTPRequestHandler):
                 body = self._read_body()
             except (ValueError, OSError):  # a framing error: the connection cannot go on
                 self.close_connection = True
-                self._send(400, error_page(400, "Bad Request"), ERROR_PAGE_TYPE)
+                self._send_page(400)
                 return
             if self._unmet_expectation(method):
-                self._send(417, error_page(417, "Expectation Failed"), ERROR_PAGE_TYPE)
+                self._send_page(417)
                 return
             path = routes.routed_path(self.path)
             if self.metrics_path is not None and routes.plain_path(path) == self.metrics_path:
                 self._metrics(path)
                 return
             if not routes.is_v1(path):
-                self._send(404, error_page(404, "Not Found"), ERROR_PAGE_TYPE)
+                self._send_page(404)
                 return
             if method == "OPTIONS":
                 origin = self.headers.get("Origin", "")

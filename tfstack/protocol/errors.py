@@ -8,6 +8,8 @@ REST API renders the same type (tfstack/modelserver/rest.py). Both answer `{"err
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 import grpc
 
 # TF Serving's ToHTTPStatusCode (model_servers/http_server.cc), keyed by gRPC status code.
@@ -42,7 +44,9 @@ def http_status_for(code: grpc.StatusCode | None) -> int:
 ERROR_PAGE_TYPE = "text/html"
 
 
-def error_page(status: int, reason: str) -> str:
+def error_page(status: int) -> str:
+    """The page for `status`, with its standard reason phrase (libevent's are the same)."""
+    reason = HTTPStatus(status).phrase
     return (f"<HTML><HEAD>\n<TITLE>{status} {reason}</TITLE>\n</HEAD><BODY>\n<H1>{reason}</H1>\n"
             "</BODY></HTML>\n")
 
