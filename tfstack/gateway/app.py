@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from logging import Logger
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Request, Response, current_app, g, request
 
 from tfstack.gateway import accesslog, metrics, service
 from tfstack.gateway.admission import Admission, thread_cap
@@ -27,6 +27,9 @@ from tfstack.protocol.errors import ERROR_PAGE_TYPE, MissingOrigin, error_page
 
 REQUEST_ID_HEADER = "X-Request-ID"
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
+# The same headers as WSGI environ keys: read there directly, without werkzeug's header view.
+_REQUEST_ID_ENVIRON = "HTTP_X_REQUEST_ID"
+_TIMEOUT_ENVIRON = "HTTP_X_REQUEST_TIMEOUT_MS"
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # visible ASCII: safe to log and echo
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # A body refused as too large (413) is read and thrown away, within these bounds, before the answer
@@ -50,7 +53,7 @@ def _gateway() -> Gateway:
 
 
 def json_response(obj: object, status: int = 200) -> Response:
-    return Response(codec.dumps(obj), status=status, mimetype="application/json")
+    return Response(codec.dumps(obj), status=status, content_type="application/json")
 
 
 def not_found() -> Response:
@@ -65,35 +68,40 @@ ops = Blueprint("ops", __name__)
 @tfserving.route("/", defaults={"_path": ""}, methods=_ALL_METHODS, provide_automatic_options=False)
 @tfserving.route("/<path:_path>", methods=_ALL_METHODS, provide_automatic_options=False)
 def v1(_path: str) -> Response:
-    path = _raw_path()
+    req = request._get_current_object()  # one proxy lookup, not one per attribute
+    path = _raw_path(req)
     if not routes.is_v1(path):
         return not_found()
-    if request.method == "OPTIONS":
+    method = req.method
+    if method == "OPTIONS":
         return _cors_preflight()
-    route = routes.resolve(request.method, path)
-    g.route = route
+    route = routes.resolve(method, path)
     gateway = _gateway()
-    deadline = Deadline.capped(_asked_timeout_ms(), gateway.settings.deadline_ms)
-    raw = _request_body(gateway.settings.max_body_bytes) if request.method == "POST" else b""
+    state: _RequestState = g.tfstack
+    state.route = route
+    deadline = Deadline.capped(_asked_timeout_ms(req), gateway.settings.deadline_ms)
+    raw = _request_body(req, gateway.settings.max_body_bytes) if method == "POST" else b""
     # Admission once the body is in: a client still sending (slow, or stalled) holds no slot, only
     # its connection (a greenlet under gevent); admitted work is work the backends can start.
-    rejection = gateway.admission.try_acquire(route.model.name)
+    model = route.model.name
+    rejection = gateway.admission.try_acquire(model)
     if rejection is not None:
         metrics.ADMISSION_REJECTIONS.labels(rejection.reason).inc()
         raise Overloaded(rejection.reason, rejection.retry_after_s)
+    metrics.INFLIGHT.inc()
     try:
-        with metrics.INFLIGHT.track_inprogress():
-            body = service.HANDLERS[route.method](gateway.upstream, route.model, raw, deadline)
+        body = service.HANDLERS[route.method](gateway.upstream, route.model, raw, deadline)
     finally:
-        gateway.admission.release(route.model.name)
+        metrics.INFLIGHT.dec()
+        gateway.admission.release(model)
     return json_response(body)
 
 
-def _request_body(limit: int) -> bytes:
+def _request_body(req: Request, limit: int) -> bytes:
     """The body, uncompressed when it came gzip-compressed (as TF Serving's HTTP server does);
     the size limit holds for what it inflates to as well (413)."""
-    raw = request.get_data(cache=False)
-    if not content_encoding.is_gzip(request.headers.get("Content-Encoding")):
+    raw = req.get_data(cache=False)
+    if not content_encoding.is_gzip(req.environ.get("HTTP_CONTENT_ENCODING")):
         return raw
     try:
         return content_encoding.inflate(raw, limit)
@@ -101,19 +109,20 @@ def _request_body(limit: int) -> bytes:
         raise PayloadTooLarge(limit) from None
 
 
-def _raw_path() -> str:
+def _raw_path(req: Request) -> str:
     """The path TF Serving would route on: as sent (percent-escapes kept; TF Serving matches before
     unescaping), query and fragment included (routes.routed_path)."""
-    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    environ = req.environ
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if not raw:
-        query = request.environ.get("QUERY_STRING")
-        return request.path + (f"?{query}" if query else "")
+        query = environ.get("QUERY_STRING")
+        return req.path + (f"?{query}" if query else "")
     return routes.routed_path(raw)
 
 
-def _asked_timeout_ms() -> int | None:
+def _asked_timeout_ms(req: Request) -> int | None:
     """The client's deadline from its header, None when it sent none."""
-    raw = request.headers.get(TIMEOUT_HEADER)
+    raw = req.environ.get(_TIMEOUT_ENVIRON)
     if raw is None:
         return None
     try:
@@ -217,37 +226,52 @@ def _discard_body() -> None:
             sock.settimeout(None)
 
 
+@dataclass
+class _RequestState:
+    """What the hooks and the view share about one request (on `g`, looked up once per hook)."""
+
+    started: float
+    request_id: str
+    route: routes.Route | None = None
+
+
 def _before() -> None:
-    g.started = time.perf_counter()
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = given if _REQUEST_ID.match(given) else os.urandom(16).hex()
+    req = request._get_current_object()
+    given = req.environ.get(_REQUEST_ID_ENVIRON, "")
+    request_id = given if _REQUEST_ID.match(given) else os.urandom(16).hex()
+    g.tfstack = _RequestState(time.perf_counter(), request_id)
     CALLS.set([])
 
 
 def _after(response: Response) -> Response:
-    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
-    if response.status_code == 413:
+    state: _RequestState | None = g.get("tfstack")
+    request_id = state.request_id if state is not None else ""
+    response.headers[REQUEST_ID_HEADER] = request_id
+    status = response.status_code
+    if status == 413:
         _discard_body()
     gateway = _gateway()
-    duration = time.perf_counter() - g.get("started", time.perf_counter())
-    route = g.get("route")
-    model = "-"
+    now = time.perf_counter()
+    duration = now - (state.started if state is not None else now)
+    route = state.route if state is not None else None
     if route is not None:
         model = gateway.upstream.model_label(route.model.name)
-        metrics.REQUESTS.labels(model, route.method, str(response.status_code), "rest").inc()
-        metrics.REQUEST_DURATION.labels(model, route.method, "rest").observe(duration)
-    calls = CALLS.get() or []
-    accesslog.log_request(
-        gateway.access_log,
-        request_id=g.get("request_id", ""),
-        method=request.method,
-        path=request.path,
-        model=route.model.name if route is not None else None,
-        status=response.status_code,
-        duration_ms=round(duration * 1000, 3),
-        upstream=[f"{address} {rpc} {ms:.3f}ms" for address, rpc, ms in calls],
-        bytes=response.calculate_content_length() or 0,
-    )
+        metrics.child(metrics.REQUESTS, model, route.method, str(status), "rest").inc()
+        metrics.child(metrics.REQUEST_DURATION, model, route.method, "rest").observe(duration)
+    if gateway.access_log is not None:
+        req = request._get_current_object()
+        calls = CALLS.get() or []
+        accesslog.log_request(
+            gateway.access_log,
+            request_id=request_id,
+            method=req.method,
+            path=req.path,
+            model=route.model.name if route is not None else None,
+            status=status,
+            duration_ms=round(duration * 1000, 3),
+            upstream=[f"{address} {rpc} {ms:.3f}ms" for address, rpc, ms in calls],
+            bytes=response.calculate_content_length() or 0,
+        )
     return response
 
 

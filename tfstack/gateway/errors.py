@@ -44,6 +44,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Response:
-        request_id = g.get("request_id", "")
+        state = g.get("tfstack")
+        request_id = state.request_id if state is not None else ""
         log.error("unhandled exception (request_id=%s)", request_id, exc_info=err)
         return json_error(500, "internal error", request_id=request_id)

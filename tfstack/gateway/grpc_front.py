@@ -173,8 +173,8 @@ class FrontDoor:
         method = RPCS[rpc].rest_method
         label = self.upstream.model_label(model)
         status = http_status_for(code)  # the `code` label means the same for both protocols
-        metrics.REQUESTS.labels(label, method, str(status), "grpc").inc()
-        metrics.REQUEST_DURATION.labels(label, method, "grpc").observe(seconds)
+        metrics.child(metrics.REQUESTS, label, method, str(status), "grpc").inc()
+        metrics.child(metrics.REQUEST_DURATION, label, method, "grpc").observe(seconds)
         if self.access_log is None:
             return
         accesslog.log_request(

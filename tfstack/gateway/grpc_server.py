@@ -21,6 +21,7 @@ import threading
 
 from tfstack.gateway.settings import SettingsError, load_settings
 from tfstack.runtime.logconfig import config as logging_config
+from tfstack.runtime.logconfig import lean_records
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def main() -> int:
     except SettingsError as err:
         sys.exit(f"tfstack gateway (gRPC): invalid configuration: {err}")
     logging.config.dictConfig(logging_config(settings.log_level))
+    lean_records()
     _single_process_metrics()
     from tfstack.gateway.grpc_app import GrpcGateway  # declares the metrics: after the line above
 

@@ -27,6 +27,7 @@ from gunicorn.glogging import Logger
 
 from tfstack.gateway.settings import SettingsError, load_settings
 from tfstack.runtime.logconfig import config as _logging_config  # `logconfig` is a gunicorn setting
+from tfstack.runtime.logconfig import lean_records
 
 try:
     _settings = load_settings()
@@ -91,6 +92,7 @@ logger_class = _NoAccessLogger
 # The project's one logging configuration (JSON; gunicorn's, the app's and every library's logger),
 # applied by gunicorn in the master before any worker forks.
 logconfig_dict = _logging_config(_settings.log_level)
+lean_records()  # process-wide, so the workers inherit it: no caller lookup per access line
 limit_request_line = 8190
 # gunicorn's control socket (25.1+, for `gunicornc`) is off: nothing here uses it, it would be one
 # more way to change the worker count at runtime, and its default path is under $HOME, which the

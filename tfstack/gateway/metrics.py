@@ -14,6 +14,7 @@ import logging
 import os
 import struct
 import time
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -85,6 +86,21 @@ RETRIES = Counter(
     "attempts_exhausted, deadline, no_other_endpoint, budget_exhausted).",
     ["outcome"],
 )
+
+
+_children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Counter | Gauge | Histogram, *values: str) -> Any:
+    """`metric.labels(*values)`, remembered: prometheus_client's `labels` takes a lock and checks
+    the values on every call (a few microseconds, on every request). The label sets are bounded
+    (docs/metrics.md), so is this dict; a race between threads at worst asks `labels` twice,
+    which hands back the same child."""
+    key = (metric, values)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*values)
+    return found
 
 
 def exposition() -> tuple[bytes, str]:

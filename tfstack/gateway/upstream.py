@@ -172,7 +172,7 @@ class Upstream:
                 raise NoBackend(str(err)) from None
             tried.append(endpoint.address)
             try:
-                return self._attempt(endpoint, rpc, request, model, timeout, raw,
+                return self._attempt(pool, endpoint, rpc, request, model, timeout, raw,
                                      judge=not deadline.client_shortened)
             except grpc.RpcError as err:
                 decision = self.retry.decide(
@@ -186,8 +186,8 @@ class Upstream:
                     raise _translate(err, endpoint, deadline) from None
 
     def _attempt(
-        self, endpoint: Endpoint, rpc: str, request: Any, model: str, timeout: float, raw: bool,
-        judge: bool = True,
+        self, pool: EndpointPool, endpoint: Endpoint, rpc: str, request: Any, model: str,
+        timeout: float, raw: bool, judge: bool = True,
     ) -> Any:
         """One call on `endpoint`; its outcome counts for the endpoint's health, except a
         DEADLINE_EXCEEDED when not `judge` (the client's own short deadline ran out)."""
@@ -207,11 +207,11 @@ class Upstream:
             raise
         finally:
             elapsed = time.perf_counter() - started
-            self.pool.release(endpoint, error)
+            pool.release(endpoint, error)
             if judge or code != "DEADLINE_EXCEEDED":
                 self.health.record(endpoint.address, code)
             label = self.model_label(model)
-            metrics.UPSTREAM_DURATION.labels(label, rpc).observe(elapsed)
+            metrics.child(metrics.UPSTREAM_DURATION, label, rpc).observe(elapsed)
             calls = CALLS.get()
             if calls is not None:
                 calls.append((endpoint.address, rpc, elapsed * 1000))

@@ -27,6 +27,8 @@ PROJECT_LOGGERS = ("tfstack", "gunicorn.error")
 class JsonFormatter(logging.Formatter):
     """The record's `fields` dict (access log) or its message, as one JSON object per line."""
 
+    _second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None)
         if fields is None:
@@ -34,8 +36,29 @@ class JsonFormatter(logging.Formatter):
             fields["message"] = record.getMessage()
             if record.exc_info:
                 fields["traceback"] = self.formatException(record.exc_info)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        return json.dumps({"ts": f"{stamp}.{int(record.msecs):03d}Z", **fields})
+        return json.dumps({"ts": f"{self._stamp(record.created)}.{int(record.msecs):03d}Z",
+                           **fields})
+
+    def _stamp(self, created: float) -> str:
+        """`created`'s UTC date and time to the second; formatted once per second (the access
+        log writes a line per request)."""
+        second, text = self._second
+        if int(created) != second:
+            second = int(created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)  # one assignment: threads see either pair whole
+        return text
+
+
+def lean_records() -> None:
+    """Stop `logging` from computing, for every record, what JsonFormatter never writes: the
+    calling file and line (a walk up the stack), the thread, the process id and the
+    multiprocessing process name (the switches the `logging` docs list under "Optimization").
+    Process-wide: every logger of a tfstack process writes through JsonFormatter."""
+    logging._srcfile = None  # noqa: SLF001 (the documented switch)
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def config(level: str = "info") -> dict[str, Any]:
@@ -63,3 +86,4 @@ def config(level: str = "info") -> dict[str, Any]:
 
 def setup(level: str = "info") -> None:
     logging.config.dictConfig(config(level))
+    lean_records()
