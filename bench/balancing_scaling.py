@@ -45,9 +45,14 @@ def start_stack(tmp: Path, replicas: int):
     servers = [start_modelserver(tmp, None, "--model_name=half_plus_two",
                                  f"--model_base_path={models}", wait=False)
                for _ in range(replicas)]
-    for server in servers:
-        server.process.wait_until(lambda s=server: port_open("127.0.0.1", s.grpc_port), 180,
-                                  "serving gRPC")
+    try:
+        for server in servers:
+            server.process.wait_until(lambda s=server: port_open("127.0.0.1", s.grpc_port), 180,
+                                      "serving gRPC")
+    except BaseException:  # the caller never gets them back to stop
+        for server in servers:
+            server.process.stop()
+        raise
     return servers, start_gateway
 
 

@@ -85,7 +85,8 @@ def start_modelserver(run: Path, model: str, *flags: str) -> tuple[ManagedProces
         run / "modelserver.log",
         cwd=REPO,
     ).start()  # fmt: skip
-    proc.wait_until(lambda: port_open("127.0.0.1", rest_port), 300, "serving REST")
+    proc.wait_until(lambda: port_open("127.0.0.1", rest_port), 300, "serving REST",
+                    stop_on_failure=True)
     return proc, grpc_port, rest_port
 
 
@@ -128,7 +129,7 @@ def start_gunicorn(
         env=env,
         cwd=REPO,
     ).start()
-    proc.wait_until(lambda: port_open("127.0.0.1", port), 60, "listening")
+    proc.wait_until(lambda: port_open("127.0.0.1", port), 60, "listening", stop_on_failure=True)
     return proc, port
 
 

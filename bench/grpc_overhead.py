@@ -83,7 +83,7 @@ def start_front_door(run_dir: Path, grpc_port: int) -> tuple[ManagedProcess, int
         "gRPC front door", [str(BIN / "python"), "-m", "tfstack.gateway.grpc_server"],
         run_dir / "grpc-gateway.log", env=env, cwd=REPO,
     ).start()  # fmt: skip
-    proc.wait_until(lambda: port_open("127.0.0.1", port), 60, "listening")
+    proc.wait_until(lambda: port_open("127.0.0.1", port), 60, "listening", stop_on_failure=True)
     return proc, port
 
 

@@ -91,7 +91,7 @@ def start_before(tmp: Path, keras_file: Path, workers: int) -> tuple[ManagedProc
     proc, base = start_gunicorn_app(tmp, "flask-keras", app, env, workers)
     url = f"{base}/predict"
     body = json.dumps({"data": [ROW]})
-    proc.wait_until(lambda: _post_ok(url, body), 300, "predicting")
+    proc.wait_until(lambda: _post_ok(url, body), 300, "predicting", stop_on_failure=True)
     return proc, url
 
 
@@ -113,7 +113,7 @@ def start_after(tmp: Path, keras_file: Path) -> tuple[ManagedProcess, str]:
     proc = ManagedProcess("tfstack-up", argv, tmp / "after.log", cwd=REPO).start()
     url = f"http://127.0.0.1:{gateway}/v1/models/churn:predict"
     body = json.dumps({"instances": [ROW]})
-    proc.wait_until(lambda: _post_ok(url, body), 300, "predicting")
+    proc.wait_until(lambda: _post_ok(url, body), 300, "predicting", stop_on_failure=True)
     return proc, url
 
 

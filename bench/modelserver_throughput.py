@@ -150,7 +150,7 @@ def start_modelserver(
     name = name or ("modelserver-batching" if batching else "modelserver")
     proc = ManagedProcess(name, argv, tmp / f"{name}.log", cwd=REPO).start()
     base = f"http://127.0.0.1:{port}"
-    proc.wait_http(f"{base}/v1/models/{model}", timeout=300)
+    proc.wait_http(f"{base}/v1/models/{model}", timeout=300, stop_on_failure=True)
     return proc, base
 
 
@@ -170,7 +170,8 @@ def start_flask(tmp: Path, model_dir: Path, workers: int) -> tuple[ManagedProces
     app = "bench.modelserver_flask_app:create_app()"
     proc, base = start_gunicorn_app(tmp, "flask", app, env, workers)
     # Ready once a worker answers a real prediction (each worker loads the model itself).
-    proc.wait_until(lambda: _post_ok(f"{base}/v1/models/m:predict"), 300, "predicting")
+    proc.wait_until(lambda: _post_ok(f"{base}/v1/models/m:predict"), 300, "predicting",
+                    stop_on_failure=True)
     return proc, base
 
 
@@ -179,7 +180,8 @@ def start_gateway(tmp: Path, grpc_port: int) -> tuple[ManagedProcess, str]:
     proc, port = start_gunicorn(tmp, "gateway", "tfstack.gateway.app:create_app()", grpc_port,
                                 max_inflight="0")  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    proc.wait_until(lambda: http_status(f"{base}/readyz") == 200, 60, "ready")
+    proc.wait_until(lambda: http_status(f"{base}/readyz") == 200, 60, "ready",
+                    stop_on_failure=True)
     return proc, base
 
 

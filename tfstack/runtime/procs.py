@@ -97,8 +97,19 @@ class ManagedProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
-        """Poll `ready()` until it is true; fail early, with the log, if the process exits."""
+    def wait_until(
+        self, ready: Callable[[], bool], timeout: float, what: str, stop_on_failure: bool = False
+    ) -> None:
+        """Poll `ready()` until it is true; fail early, with the log, if the process exits. With
+        `stop_on_failure`, a process that never gets ready is stopped before the error goes up
+        (for a caller that would otherwise never get it back to stop)."""
+        if stop_on_failure:
+            try:
+                self.wait_until(ready, timeout, what)
+            except BaseException:
+                self.stop()
+                raise
+            return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
@@ -114,8 +125,11 @@ class ManagedProcess:
             f"{self.name} not {what} after {timeout:.0f}s; log {self.log_path}:\n" + self.log_tail()
         )
 
-    def wait_http(self, url: str, timeout: float = 60.0, status: int = 200) -> None:
-        self.wait_until(lambda: http_status(url) == status, timeout, f"answering {status} at {url}")
+    def wait_http(
+        self, url: str, timeout: float = 60.0, status: int = 200, stop_on_failure: bool = False
+    ) -> None:
+        self.wait_until(lambda: http_status(url) == status, timeout, f"answering {status} at {url}",
+                        stop_on_failure=stop_on_failure)
 
     def signal(self, sig: int) -> None:
         if self.alive():
