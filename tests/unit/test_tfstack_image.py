@@ -85,6 +85,19 @@ def test_the_context_holds_the_models_and_the_example_images_dockerfile(
     )
 
 
+def test_version_folders_keep_their_names_leading_zeros_and_all(capsys, tmp_path, models_root):
+    # TF Serving's own test models keep version 123 in 00000123/.
+    root = tmp_path / "tfserving_layout"
+    shutil.copytree(models_root / "half_plus_two" / "1", root / "half" / "00000123")
+    ctx = tmp_path / "ctx"
+    code, _, err = image(capsys, root, "--tag", REF, "--context", ctx, "--no-build")
+    assert code == 0, err
+    assert (ctx / "models" / "half" / "00000123" / "saved_model.pb").is_file()
+    assert (
+        cli.main(["validate", str(ctx / "models.config"), f"--path-map=/models={ctx}/models"]) == 0
+    )
+
+
 def test_the_image_built_from_it_is_readable_by_the_pod_uid_and_not_root(
     capsys, tmp_path, users_models
 ):

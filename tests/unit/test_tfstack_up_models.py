@@ -3,6 +3,7 @@ before anything starts (each names the path to fix)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from tfstack.cli import repo
 from tfstack.model_repo.config import parse_batching_parameters
 
 REPO = Path(__file__).resolve().parents[2]
+TESTDATA = Path(os.environ.get("TFSTACK_TFSERVING_TESTDATA")
+                or REPO.parent / "shared" / "testdata" / "tfserving")
 PORTS = [  # nothing listens there
     "--gateway-port=1", "--grpc-port=2", "--rest-port=3", "--gateway-grpc-port=4",
     "--gateway-grpc-ops-port=5",
@@ -51,6 +54,24 @@ def test_a_folder_serves_every_model_in_it_latest_version_by_default(tmp_path, s
     assert result.models == {"churn": [2], "fraud": [7]}
     text = result.config_path.read_text()
     assert f'base_path: "{root.resolve() / "churn"}"' in text
+
+
+def test_version_folders_are_numbers_as_tf_serving_reads_them(tmp_path, saved_model_pb):
+    # TF Serving's own test models live in 00000123/: version 123. And 10 comes after 9.
+    root = make_models(tmp_path / "mine", saved_model_pb, "churn/00000123", "fraud/9", "fraud/10")
+    result = served(tmp_path, repo.folder_config(root))
+    assert result.models == {"churn": [123], "fraud": [10]}
+    assert repo.version_dirs(root / "churn") == {123: root / "churn" / "00000123"}
+
+
+def test_tf_servings_own_test_models_serve_from_their_folder(tmp_path):
+    if not (TESTDATA / "saved_model_half_plus_two_cpu").is_dir():
+        pytest.fail(f"TF Serving's test models are missing from {TESTDATA} (CI keeps ../shared "
+                    "beside the clone; elsewhere set TFSTACK_TFSERVING_TESTDATA)", pytrace=False)
+    result = served(tmp_path, repo.folder_config(TESTDATA))
+    assert result.models == {
+        "saved_model_half_plus_two_cpu": [123], "saved_model_half_plus_two_tf2_cpu": [123]
+    }
 
 
 def test_labels_and_all_versions(tmp_path, saved_model_pb):

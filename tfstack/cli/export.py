@@ -112,7 +112,7 @@ def _load_failure(path: Path, err: Exception) -> str:
 
 def _from_saved_model(path: Path) -> Source:
     if not (path / "saved_model.pb").is_file():
-        versions = sorted(p.name for p in path.iterdir() if p.name.isdigit())
+        versions = sorted((p.name for p in path.iterdir() if p.name.isdigit()), key=int)
         hint = f" (pass a version folder, e.g. {path / versions[-1]})" if versions else ""
         raise ExportError(f"{path}: not a SavedModel folder: no saved_model.pb{hint}")
     import tensorflow as tf

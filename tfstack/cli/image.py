@@ -97,9 +97,9 @@ def write_context(given: Path, dest: Path) -> Context:
     checker.run()
     if checker.problems:
         raise repo.RepoError("\n".join(p.message for p in sorted(checker.problems)))
-    for name, versions in models.items():
-        for version in versions:
-            shutil.copytree(src / name / str(version), dest / "models" / name / str(version))
+    for name in models:
+        for version_dir in repo.version_dirs(src / name).values():
+            shutil.copytree(version_dir, dest / "models" / name / version_dir.name)
     for name in CONFIGS:
         shutil.copy(MODEL_REPO / name, dest / name)
     shutil.copy(DOCKERFILE, dest / "Dockerfile")

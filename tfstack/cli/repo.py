@@ -57,10 +57,17 @@ class Served:
     examples: bool = False  # the example models (README's `make run`)
 
 
-def _versions(model_dir: Path) -> list[int]:
-    return sorted(
-        int(d.name) for d in model_dir.iterdir() if _VERSION.fullmatch(d.name) and d.is_dir()
-    )
+def version_dirs(model_dir: Path) -> dict[int, Path]:
+    """Version number -> folder, ordered by version, as TF Serving reads a base path: a folder
+    named by digits is that version, leading zeros and all (`00000123` is version 123)."""
+    found = {
+        int(d.name): d for d in model_dir.iterdir() if _VERSION.fullmatch(d.name) and d.is_dir()
+    }
+    return dict(sorted(found.items()))
+
+
+def _has_saved_model(version_dir: Path) -> bool:
+    return any((version_dir / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt"))
 
 
 def scan_models(root: Path, use: str = "--models") -> dict[str, list[int]]:
@@ -81,7 +88,7 @@ def scan_models(root: Path, use: str = "--models") -> dict[str, list[int]]:
             f"DIR/NAME/VERSION/saved_model.pb (move it to models/{root.name}/1/ and use "
             f"{use} models, or `tfstack export {root} --name NAME --out models`)"
         )
-    own = _versions(root)
+    own = list(version_dirs(root))
     if own:
         raise RepoError(
             f"{root} holds version folders ({', '.join(map(str, own))}) of one model, not models: "
@@ -91,15 +98,13 @@ def scan_models(root: Path, use: str = "--models") -> dict[str, list[int]]:
     for child in sorted(root.iterdir()):
         if child.name.startswith(".") or not child.is_dir():
             continue
-        versions = _versions(child)
-        if not versions:
+        dirs = version_dirs(child)
+        if not dirs:
             problems.append(
                 f"{child}: no numeric version folder (TF Serving wants {child}/1/saved_model.pb)"
             )
-        for version in versions:
-            if not (child / str(version) / "saved_model.pb").is_file():
-                problems.append(f"{child / str(version)}: no saved_model.pb")
-        models[child.name] = versions
+        problems.extend(f"{d}: no saved_model.pb" for d in dirs.values() if not _has_saved_model(d))
+        models[child.name] = list(dirs)
     if problems:
         raise RepoError("\n".join(problems))
     if not models:
