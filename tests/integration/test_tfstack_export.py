@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import sys
 import textwrap
@@ -22,6 +23,12 @@ import pytest
 
 from tfstack import cli
 from tfstack.cli import repo
+
+REPO = Path(__file__).resolve().parents[2]
+TESTDATA = Path(
+    os.environ.get("TFSTACK_TFSERVING_TESTDATA")
+    or REPO.parent / "shared" / "testdata" / "tfserving"
+)
 
 CUSTOM_MODULE = """
 import keras
@@ -144,8 +151,35 @@ def test_export_prints_the_signature_the_check_and_a_curl(exported):
     assert f"tfstack up --models {out}" in stdout
     assert "    city: string [-1, 1]" in results["text"][1]
     assert "    features: float [-1, 4]" in results["saved"][1]
+    # The Keras model TF Serving cannot load (keras#19274) was re-exported, not kept.
+    assert results["saved"][1].startswith(f"exported {results['saved'][0]} (SavedModel)")
     assert (out / "seq" / "1" / "saved_model.pb").is_file()
     assert not list(out.glob("*/.tfstack-export-*")), "staging folders left behind"
+
+
+@pytest.mark.parametrize(
+    "folder", ["saved_model_half_plus_two_cpu", "saved_model_half_plus_two_tf2_cpu"]
+)
+def test_a_savedmodel_tf_serving_loads_is_kept_as_it_is(tmp_path, folder):
+    # TF Serving's own test models: a TF1 export (its variables are not TF2 objects: re-exporting
+    # it fails) and a TF2 one. Both load in TF Serving as they are, every signature included.
+    source = TESTDATA / folder / "00000123"
+    if not source.is_dir():
+        pytest.fail(
+            f"TF Serving's test models are missing from {TESTDATA} (CI keeps ../shared "
+            "beside the clone; elsewhere set TFSTACK_TFSERVING_TESTDATA)",
+            pytrace=False,
+        )
+    code, stdout, stderr = _export(source, "--name", "half", "--out", tmp_path / "models")
+    assert code == 0, stderr
+    dest = tmp_path / "models" / "half" / "1"
+    assert stdout.startswith(f"copied {source} (SavedModel) to {dest} as it is")
+    for path in source.rglob("*"):
+        if path.is_file():
+            assert (dest / path.relative_to(source)).read_bytes() == path.read_bytes(), path
+    body = _body(stdout)
+    printed = json.loads(re.search(r"answers \(as the model did here\): (.*)$", stdout, re.M)[1])
+    assert _flat(printed["predictions"]) == [0.5 * x + 2 for x in _flat(body["instances"])]
 
 
 def test_exported_models_answer_through_the_gateway_as_keras_does(exported, tmp_path):

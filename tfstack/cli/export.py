@@ -5,7 +5,10 @@ MODEL is a Keras 3 `.keras` file, a legacy `.h5` file, or a SavedModel folder. T
 model's own. It is written with Keras's `ExportArchive`, never `tf.saved_model.save` of a module
 holding a Keras 3 model: TF Serving's loader (graph mode: import the MetaGraph, run the saver's
 restore op) fails on the latter with "Could not find variable" (keras-team/keras#19274,
-tensorflow/serving#2226); a SavedModel folder is re-exported the same way for that reason.
+tensorflow/serving#2226); a SavedModel folder that TF Serving cannot load is re-exported the same
+way for that reason, and one it loads as it is (a TF1 export, TF Serving's own test models) is
+copied unchanged with all its signatures (re-exporting a TF1 graph fails: its variables are not
+TF2 objects).
 
 Before the version folder appears (it is written aside and renamed into place, so a server polling
 OUT never sees half of it), the export is loaded back as TF Serving loads it (modelserver's
@@ -45,6 +48,9 @@ class Source:
     inputs: list  # tf.TensorSpec, each named
     call: object  # dict[str, Tensor] -> dict[str, Tensor]
     tracked: object  # what ExportArchive tracks (the Keras model or the loaded SavedModel)
+    folder: Path | None = (
+        None  # a SavedModel given as a folder: kept as it is if TF Serving loads it
+    )
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -130,7 +136,9 @@ def _from_saved_model(path: Path) -> Source:
         )
     inputs = function.structured_input_signature[1]
     specs = [tf.TensorSpec(s.shape, s.dtype, name=key) for key, s in sorted(inputs.items())]
-    return Source(f"{path} (SavedModel)", specs, lambda named: dict(function(**named)), loaded)
+    return Source(
+        f"{path} (SavedModel)", specs, lambda named: dict(function(**named)), loaded, folder=path
+    )
 
 
 def _from_keras(model, description: str) -> Source:
@@ -381,19 +389,38 @@ def _export(args: argparse.Namespace) -> int:
     staging = base / f".tfstack-export-{version}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        write(source, staging)
-        inputs = example(source.inputs)
+    inputs = example(source.inputs)
+    want = expected(source, inputs)
+
+    def checked() -> tuple[object, float]:
         signature, got = served_outputs(staging, args.name, version, inputs)
-        want = expected(source, inputs)
-        worst = compare(got, want)
+        return signature, compare(got, want)
+
+    kept = False
+    try:
+        if source.folder is not None:
+            # A SavedModel TF Serving already runs is kept byte for byte, every signature with it
+            # (TF1 exports such as TF Serving's own test models cannot be re-exported: their
+            # variables are not TF2 objects). One it cannot run is re-exported below.
+            shutil.copytree(source.folder, staging)
+            try:
+                signature, worst = checked()
+                kept = True
+            except ExportError:
+                shutil.rmtree(staging)
+        if not kept:
+            write(source, staging)
+            signature, worst = checked()
         if dest.exists():
             shutil.rmtree(dest)
         staging.rename(dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     body = request_body(inputs)
-    print(f"exported {source.description} to {dest}")
+    if kept:
+        print(f"copied {source.description} to {dest} as it is: TF Serving loads it unchanged")
+    else:
+        print(f"exported {source.description} to {dest}")
     print("\n".join(describe_signature(signature)))
     print(
         "checked: loaded as TF Serving loads it (graph mode, variables restored), one example "
