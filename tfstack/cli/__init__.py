@@ -14,10 +14,12 @@ import argparse
 
 
 def _parser() -> argparse.ArgumentParser:
+    from tfstack import __version__
     from tfstack.cli import export, image, up
     from tfstack.model_repo import validate
 
     parser = argparse.ArgumentParser(prog="tfstack", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"tfstack {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     verbs = [
         (up, "up", "run the model server and the gateway locally until Ctrl-C", None),

@@ -1,3 +1,5 @@
 """tfstack's TF-Serving-compatible model server for one machine and CI (see docs/modelserver.md)."""
 
-__version__ = "0.1.0"
+from tfstack import __version__
+
+__all__ = ["__version__"]
