@@ -21,6 +21,7 @@ import time
 import pytest
 import requests
 
+import tfstack
 from tests.fixtures.gateway import FakeBackend, HungBackend, start_gateway
 from tfstack.runtime.procs import free_port
 
@@ -309,6 +310,8 @@ def test_metrics_are_summed_over_workers(gw):
     }
     assert len(pids) >= 2, f"only {pids} wrote counters; the test did not exercise 2 workers"
     assert metric(after, "tfstack_gateway_inflight_requests") == 0
+    # One version however many workers report it (the highest of the live workers' 1s).
+    assert metric(after, "tfstack_gateway_build_info", version=tfstack.__version__) == 1
     upstream = metric(
         after, "tfstack_gateway_upstream_duration_seconds_count", model="slow", rpc="Predict"
     )

@@ -35,6 +35,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+import tfstack
 from tests.fixtures.gateway import FakeBackend, start_grpc_gateway
 from tests.fixtures.modelserver import MONITORING_CONFIG
 from tests.integration.test_balancing_unequal import served
@@ -215,6 +216,7 @@ def test_health_service_readyz_and_metrics(front, via_gateway):
     _, text = get(front.ops_url + "/metrics")
     assert ('tfstack_gateway_requests_total{code="200",method="predict",model="half_plus_two",'
             'protocol="grpc"}') in text.decode()
+    assert f'tfstack_gateway_build_info{{version="{tfstack.__version__}"}} 1.0' in text.decode()
     front.process.wait_until(
         lambda: any(line["request_id"] == "grpc-test-1" for line in front.access_log()),
         5, "logging the request")

@@ -301,6 +301,7 @@ def create_app(settings: Settings | None = None, upstream: Upstream | None = Non
         access_log=accesslog.access_logger(settings.access_log),
         admission=_admission(settings, upstream),
     )
+    metrics.record_build_info()
     app.before_request(_before)
     app.after_request(_after)
     register_error_handlers(app)

@@ -57,6 +57,7 @@ class GrpcGateway:
     def __init__(self, settings: Settings, upstream: Upstream | None = None) -> None:
         self.settings = settings
         self.upstream = upstream or Upstream(settings)
+        metrics.record_build_info()
         # As REST: a fixed bound when set, else per ready endpoint; never more than the server's
         # threads minus one (a call holds a thread for its whole life).
         admission = Admission(

@@ -86,6 +86,19 @@ RETRIES = Counter(
     "attempts_exhausted, deadline, no_other_endpoint, budget_exhausted).",
     ["outcome"],
 )
+BUILD_INFO = Gauge(
+    "tfstack_gateway_build_info",
+    "Always 1: the running gateway's version, in the version label.",
+    ["version"],
+    multiprocess_mode="livemax",
+)
+
+
+def record_build_info() -> None:
+    """Once per serving process (each REST worker's app, the gRPC front door)."""
+    from tfstack import __version__
+
+    BUILD_INFO.labels(__version__).set(1)
 
 
 _children: dict[tuple[object, tuple[str, ...]], Any] = {}
