@@ -50,12 +50,22 @@ class PreparedRun:
 
 def _find_meta_graph(path: Path, tags: Sequence[str]) -> meta_graph_pb2.MetaGraphDef:
     saved_model = saved_model_pb2.SavedModel()
-    pb = path / "saved_model.pb"
-    if not pb.exists():
+    pb, pbtxt = path / "saved_model.pb", path / "saved_model.pbtxt"
+    if pb.exists():
+        saved_model.ParseFromString(pb.read_bytes())
+    elif pbtxt.exists():  # TF's ReadSavedModel: the binary file first, else the text one
+        from google.protobuf import text_format
+
+        try:
+            text_format.Parse(pbtxt.read_text(), saved_model)
+        except (text_format.ParseError, UnicodeDecodeError):
+            raise invalid_argument(
+                f"Can't parse {os.fspath(path)}/saved_model.pbtxt as text proto"
+            ) from None
+    else:
         raise not_found(
             f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}"
         )
-    saved_model.ParseFromString(pb.read_bytes())
     for meta_graph in saved_model.meta_graphs:
         if set(meta_graph.meta_info_def.tags) == set(tags):
             return meta_graph
