@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+import grpc
 import pytest
 
 from tests.fixtures.gateway import fake_metadata_response
+from tfstack.gateway import upstream as upstream_module
 from tfstack.gateway.app import create_app
+from tfstack.gateway.domain import UpstreamError
 from tfstack.gateway.settings import Settings
 from tfstack.gateway.upstream import Upstream
 from tfstack.protocol.proto import predict_pb2, types_pb2
@@ -24,6 +27,7 @@ class FakeUpstream(Upstream):
         self.predict_version = 1
         self.signature_name = "serving_default"
         self.fail_with: Exception | None = None
+        self.predict_refusals = 0  # how many coming Predict calls the backend refuses (400)
         self.ready = True
 
     def call(self, rpc, request, model, deadline):
@@ -35,6 +39,9 @@ class FakeUpstream(Upstream):
             versions = self.metadata_versions
             version = versions.pop(0) if len(versions) > 1 else versions[0]
             return fake_metadata_response(model, version, self.signature_name)
+        if self.predict_refusals:
+            self.predict_refusals -= 1
+            raise UpstreamError(grpc.StatusCode.INVALID_ARGUMENT, "input tensor alias not found")
         response = predict_pb2.PredictResponse()
         response.model_spec.version.value = self.predict_version
         y = response.outputs["y"]
@@ -129,6 +136,46 @@ def test_new_model_version_refreshes_the_signature_cache(client, upstream):
     ]  # fmt: skip
 
 
+def test_a_request_refused_after_a_new_version_went_live_is_converted_anew(
+    client, upstream, monkeypatch
+):
+    monkeypatch.setattr(upstream_module, "RECHECK_S", 0.0)
+    upstream.metadata_versions = [1, 2]
+    assert client.post(PREDICT, data=BODY).status_code == 200
+    # Version 2 went live with other inputs: the request converted with version 1's is refused.
+    upstream.predict_refusals, upstream.predict_version = 1, 2
+    assert client.post(PREDICT, data=BODY).status_code == 200
+    assert client.post(PREDICT, data=BODY).status_code == 200
+    assert upstream.rpcs() == [
+        "GetModelMetadata", "Predict",  # v1's signatures cached
+        "Predict", "GetModelMetadata", "Predict",  # refused; v2's fetched; converted anew
+        "Predict",  # v2's cached
+    ]  # fmt: skip
+
+
+def test_a_refused_request_rechecks_the_signatures_at_most_once_a_recheck_interval(
+    client, upstream, monkeypatch
+):
+    monkeypatch.setattr(upstream_module, "RECHECK_S", 60.0)
+    assert client.post(PREDICT, data=BODY).status_code == 200
+    upstream.predict_refusals = 3  # a client's bad requests, the model unchanged
+    for _ in range(3):
+        resp = client.post(PREDICT, data=BODY)
+        assert resp.status_code == 400
+        assert resp.get_json()["error"] == "input tensor alias not found"
+    assert upstream.rpcs() == [
+        "GetModelMetadata", "Predict",
+        "Predict", "GetModelMetadata",  # refused: rechecked, the same version; the refusal stands
+        "Predict", "Predict",  # refused within the interval: not rechecked
+    ]  # fmt: skip
+    monkeypatch.setattr(upstream_module, "RECHECK_S", 0.0)
+    upstream.calls.clear()
+    upstream.predict_refusals = 1
+    resp = client.post(PREDICT, data=BODY)  # checked: the same version, so the refusal stands
+    assert (resp.status_code, resp.get_json()["error"]) == (400, "input tensor alias not found")
+    assert upstream.rpcs() == ["Predict", "GetModelMetadata"]
+
+
 def test_signature_miss_refetches_once(client, upstream):
     assert client.post(PREDICT, data=BODY).status_code == 200
     upstream.signature_name = "other"
@@ -196,8 +243,13 @@ def _worker_file(directory, name, value):
     """A metrics file as a gunicorn worker writes it (prometheus_client's own file format)."""
     from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-    key = mmap_key("tfstack_gateway_requests_total", "tfstack_gateway_requests_total",
-                   ("model", "method", "code"), ("m", "predict", "200"), "REST requests answered.")
+    key = mmap_key(
+        "tfstack_gateway_requests_total",
+        "tfstack_gateway_requests_total",
+        ("model", "method", "code"),
+        ("m", "predict", "200"),
+        "REST requests answered.",
+    )
     written = MmapedDict(str(directory / name))
     written.write_value(key, value, 0.0)
     written.close()

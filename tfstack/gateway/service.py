@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import grpc
 
-from tfstack.gateway.domain import Deadline, UpstreamError
+from tfstack.gateway.domain import CachedSignatures, Deadline, UpstreamError
 from tfstack.gateway.upstream import Upstream
 from tfstack.protocol import codec
+from tfstack.protocol.errors import CodecError
 from tfstack.protocol.proto import (
     classification_pb2,
     get_model_status_pb2,
@@ -28,6 +29,27 @@ def predict(upstream: Upstream, model: ModelRef, raw: bytes, deadline: Deadline)
     # the model is looked up (404 for a missing model or version), then the instances are read.
     wanted = codec.signature_name_of(body)
     cached = upstream.signatures(model, deadline, wanted=wanted)
+    try:
+        return _predict(upstream, model, body, cached, deadline)
+    except (CodecError, UpstreamError) as err:
+        # Refused, by the codec or the backend: were the signatures this worker converted with
+        # stale (a new version with other inputs or dtypes went live)? Then once more, anew.
+        if isinstance(err, UpstreamError) and err.code not in _MAYBE_STALE:
+            raise
+        fresh = upstream.fresher_signatures(model, cached, deadline)
+        if fresh is None:
+            raise
+    return _predict(upstream, model, body, fresh, deadline)
+
+
+# Backend refusals a request converted with an older version's signatures can get: an input alias,
+# dtype or shape that version does not have (INVALID_ARGUMENT), a signature it lacks.
+_MAYBE_STALE = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
+
+
+def _predict(
+    upstream: Upstream, model: ModelRef, body: object, cached: CachedSignatures, deadline: Deadline
+) -> dict:
     call = codec.decode_predict_body(body, cached.signatures)
     request = predict_pb2.PredictRequest(
         model_spec=model.spec(call.signature_name), inputs=call.inputs
@@ -86,4 +108,3 @@ HANDLERS = {
     "status": status,
     "metadata": metadata,
 }
-

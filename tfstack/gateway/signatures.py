@@ -3,13 +3,16 @@
 A model's signatures are fetched (GetModelMetadata) on its first request and kept until the model
 is seen to change: a response comes from another version than the one they were fetched from, or a
 request names a signature they lack (the model may have been replaced by one that has it: look
-once more; if it still lacks it, the request's own error says so). The cache does no I/O; the
-backend client (upstream.py) fetches on a miss.
+once more; if it still lacks it, the request's own error says so), or a request converted with
+them is refused (a new version whose inputs differ went live: upstream.fresher_signatures looks
+again, at most once per RECHECK_S per model, and the request is converted anew once). The cache
+does no I/O; the backend client (upstream.py) fetches on a miss.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from tfstack.gateway.domain import CachedSignatures
@@ -21,6 +24,7 @@ class SignatureCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[ModelRef, CachedSignatures] = {}
+        self._rechecked: dict[ModelRef, float] = {}  # model -> time.monotonic() of its last recheck
 
     def lookup(self, model: ModelRef, wanted: str | None = None) -> CachedSignatures | None:
         """The cached signatures of `model`; None when absent, or when they lack `wanted`."""
@@ -39,6 +43,22 @@ class SignatureCache:
             self._entries[model] = cached
         return cached
 
+    def recheck_due(self, model: ModelRef, used: CachedSignatures, interval_s: float) -> bool:
+        """Should a request refused after conversion with `used` have the backend's signatures
+        looked at again? Only while `used` is still the entry (no other request refreshed it
+        meanwhile) and the model was not rechecked in the last `interval_s`; True reserves the
+        recheck (the caller makes it)."""
+        now = time.monotonic()
+        with self._lock:
+            current = self._entries.get(model)
+            if current is not None and current is not used:
+                return False
+            last = self._rechecked.get(model)
+            if last is not None and now - last < interval_s:
+                return False
+            self._rechecked[model] = now
+            return True
+
     def observe_version(self, model: ModelRef, version: int) -> None:
         """A response came from `version`: drop an entry fetched from another version."""
         with self._lock:
@@ -49,3 +69,4 @@ class SignatureCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._rechecked.clear()

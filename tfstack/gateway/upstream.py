@@ -41,6 +41,9 @@ from tfstack.protocol.routes import ModelRef
 from tfstack.protocol.rpcs import MODEL_SERVICE, RPCS
 
 UNKNOWN_MODEL = "_unknown"  # metrics label for a model the backend has not confirmed
+# After a refused request: how long a model's signatures are trusted before the backend is asked
+# again whether they changed (fresher_signatures).
+RECHECK_S = 1.0
 # (address, rpc, milliseconds) of each backend call the current request made, for the access log.
 CALLS: contextvars.ContextVar[list[tuple[str, str, float]] | None] = contextvars.ContextVar(
     "tfstack_upstream_calls", default=None
@@ -131,7 +134,9 @@ class Upstream:
         options = channel_options(self.settings)
         self.health = HealthTracker()
         self._pool = EndpointPool(
-            [], lambda e: _Client(e, options), health=self.health,
+            [],
+            lambda e: _Client(e, options),
+            health=self.health,
             disconnect=lambda e: e.client.close(),
         )
         self._pid = os.getpid()
@@ -143,7 +148,9 @@ class Upstream:
         # kubernetes client first: a second or two on a busy machine).
         self._discovery.wait_known(timeout=10.0)
         self._prober = Prober(
-            self.health, self._probe_address, report=_report_endpoints,
+            self.health,
+            self._probe_address,
+            report=_report_endpoints,
             check=self._check_addresses,
             check_interval_s=self.settings.ready_check_interval_ms / 1000,
         )
@@ -172,12 +179,22 @@ class Upstream:
                 raise NoBackend(str(err)) from None
             tried.append(endpoint.address)
             try:
-                return self._attempt(pool, endpoint, rpc, request, model, timeout, raw,
-                                     judge=not deadline.client_shortened)
+                return self._attempt(
+                    pool,
+                    endpoint,
+                    rpc,
+                    request,
+                    model,
+                    timeout,
+                    raw,
+                    judge=not deadline.client_shortened,
+                )
             except grpc.RpcError as err:
                 decision = self.retry.decide(
-                    code=err.code(), attempts=len(tried),
-                    remaining_s=deadline.left_s(), untried_endpoints=pool.untried(tried),
+                    code=err.code(),
+                    attempts=len(tried),
+                    remaining_s=deadline.left_s(),
+                    untried_endpoints=pool.untried(tried),
                 )
                 metrics.RETRIES.labels(decision).inc()
                 if err.code() == grpc.StatusCode.UNAVAILABLE and self._discovery is not None:
@@ -186,8 +203,15 @@ class Upstream:
                     raise _translate(err, endpoint, deadline) from None
 
     def _attempt(
-        self, pool: EndpointPool, endpoint: Endpoint, rpc: str, request: Any, model: str,
-        timeout: float, raw: bool, judge: bool = True,
+        self,
+        pool: EndpointPool,
+        endpoint: Endpoint,
+        rpc: str,
+        request: Any,
+        model: str,
+        timeout: float,
+        raw: bool,
+        judge: bool = True,
     ) -> Any:
         """One call on `endpoint`; its outcome counts for the endpoint's health, except a
         DEADLINE_EXCEEDED when not `judge` (the client's own short deadline ran out)."""
@@ -251,6 +275,21 @@ class Upstream:
         if cached is not None:
             return cached
         return self.signature_cache.store(model, self._fetch_metadata(model, deadline))
+
+    def fresher_signatures(
+        self, model: ModelRef, used: CachedSignatures, deadline: Deadline
+    ) -> CachedSignatures | None:
+        """After a request converted with `used` was refused: the model's signatures as the
+        backend has them now, when they changed since `used` was fetched (a new version with other
+        inputs went live); None when they did not, or were rechecked less than RECHECK_S ago (a
+        client sending bad requests costs at most one metadata call per RECHECK_S, per model and
+        worker)."""
+        if not self.signature_cache.recheck_due(model, used, RECHECK_S):
+            return None
+        fresh = self.signature_cache.store(model, self._fetch_metadata(model, deadline))
+        if fresh.version == used.version and fresh.signatures == used.signatures:
+            return None
+        return fresh
 
     # -- readiness ---------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, list[dict[str, object]]]:

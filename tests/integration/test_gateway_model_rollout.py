@@ -1,0 +1,86 @@
+"""A new model version with other inputs goes live behind a running gateway: the gateway's first
+request after it is answered, as TF Serving answers it.
+
+The gateway converts JSON with the signatures it cached per worker. When version 2 of a model
+renames its input, or version 3 takes strings where version 2 took floats, a request converted with
+the older signatures is refused (by the backend, or by the gateway's own codec); the gateway then
+looks at the model's signatures again and converts the request anew, once. Before this, every
+request failed until the gateway restarted, while the model server answered them.
+
+One local model server polls the model's base path every second (TF Serving's
+--file_system_poll_wait_seconds); versions are copied in while the gateway serves.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import time
+
+import requests
+
+from tests.fixtures.gateway import start_gateway
+from tests.fixtures.modelserver import start_modelserver
+from tfstack.model_repo.data import digits_split, to_png
+
+TIMEOUT = 30
+
+
+def _serving(server, version: int) -> bool:
+    status = requests.get(f"{server.rest_url}/v1/models/m", timeout=TIMEOUT).json()
+    return any(
+        v["version"] == str(version) and v["state"] == "AVAILABLE"
+        for v in status.get("model_version_status", [])
+    )
+
+
+def _predict(url: str, body: dict) -> requests.Response:
+    return requests.post(f"{url}/v1/models/m:predict", data=json.dumps(body), timeout=TIMEOUT)
+
+
+def test_a_new_version_with_other_inputs_is_served_from_its_first_request(tmp_path, models_root):
+    base = tmp_path / "repo" / "m"
+    shutil.copytree(models_root / "half_plus_two" / "1", base / "1")  # x: float
+    config = tmp_path / "models.config"
+    config.write_text(
+        f'model_config_list {{ config {{ name: "m" base_path: "{base}" '
+        'model_platform: "tensorflow" } }\n'
+    )
+    server = start_modelserver(tmp_path, config, "--file_system_poll_wait_seconds=1")
+    try:
+        # One worker: the request after each roll-out meets the cache that is stale.
+        gateway = start_gateway(tmp_path, [server.grpc_target], workers=1)
+        try:
+            answer = _predict(gateway.url, {"instances": [1.0]})
+            assert (answer.status_code, answer.json()) == (200, {"predictions": [2.5]})
+
+            # Version 2: digits, input `images` (float, 64 per instance). The request converted
+            # with version 1's signature names `x`: the backend refuses it.
+            shutil.copytree(models_root / "digits" / "1", base / "2")
+            server.process.wait_until(lambda: _serving(server, 2), TIMEOUT, "serving version 2")
+            body = {"instances": [[0.0] * 64]}
+            direct = _predict(server.rest_url, body)
+            assert direct.status_code == 200, direct.text
+            answer = _predict(gateway.url, body)
+            assert (answer.status_code, answer.json()) == (200, direct.json()), answer.text
+
+            # Version 3: digits_png, input `image_bytes` (string). Converted with version 2's
+            # float signature, the gateway's codec itself refuses {"b64": ...}.
+            time.sleep(1.1)  # past the gateway's recheck interval (its last recheck: version 2)
+            shutil.copytree(models_root / "digits_png" / "1", base / "3")
+            server.process.wait_until(lambda: _serving(server, 3), TIMEOUT, "serving version 3")
+            image = digits_split()[1][0]
+            body = {"instances": [{"b64": base64.b64encode(to_png(image)).decode()}]}
+            direct = _predict(server.rest_url, body)
+            assert direct.status_code == 200, direct.text
+            answer = _predict(gateway.url, body)
+            assert (answer.status_code, answer.json()) == (200, direct.json()), answer.text
+
+            # A request the model refuses still gets the backend's answer, untouched.
+            bad = {"instances": [1.0]}
+            assert _predict(gateway.url, bad).json() == _predict(server.rest_url, bad).json()
+        finally:
+            gateway.stop()
+    finally:
+        server.stop()
