@@ -28,6 +28,7 @@ class FakeUpstream(Upstream):
         self.signature_name = "serving_default"
         self.fail_with: Exception | None = None
         self.predict_refusals = 0  # how many coming Predict calls the backend refuses (400)
+        self.output_dtype = types_pb2.DT_FLOAT
         self.ready = True
 
     def call(self, rpc, request, model, deadline):
@@ -45,7 +46,7 @@ class FakeUpstream(Upstream):
         response = predict_pb2.PredictResponse()
         response.model_spec.version.value = self.predict_version
         y = response.outputs["y"]
-        y.dtype = types_pb2.DT_FLOAT
+        y.dtype = self.output_dtype
         y.tensor_shape.dim.add(size=1)
         y.float_val.append(2.5)
         return response
@@ -174,6 +175,17 @@ def test_a_refused_request_rechecks_the_signatures_at_most_once_a_recheck_interv
     resp = client.post(PREDICT, data=BODY)  # checked: the same version, so the refusal stands
     assert (resp.status_code, resp.get_json()["error"]) == (400, "input tensor alias not found")
     assert upstream.rpcs() == ["Predict", "GetModelMetadata"]
+
+
+def test_an_answer_the_codec_cannot_write_is_not_asked_for_twice(client, upstream, monkeypatch):
+    monkeypatch.setattr(upstream_module, "RECHECK_S", 0.0)
+    upstream.output_dtype = types_pb2.DT_RESOURCE  # TF Serving cannot write it as JSON either
+    resp = client.post(PREDICT, data=BODY)
+    assert resp.status_code == 400
+    assert resp.get_json()["error"].startswith(
+        "Failed to write JSON value for tensor type: resource"
+    )
+    assert upstream.rpcs() == ["GetModelMetadata", "Predict"]
 
 
 def test_signature_miss_refetches_once(client, upstream):

@@ -29,17 +29,21 @@ def predict(upstream: Upstream, model: ModelRef, raw: bytes, deadline: Deadline)
     # the model is looked up (404 for a missing model or version), then the instances are read.
     wanted = codec.signature_name_of(body)
     cached = upstream.signatures(model, deadline, wanted=wanted)
-    try:
-        return _predict(upstream, model, body, cached, deadline)
-    except (CodecError, UpstreamError) as err:
-        # Refused, by the codec or the backend: were the signatures this worker converted with
-        # stale (a new version with other inputs or dtypes went live)? Then once more, anew.
-        if isinstance(err, UpstreamError) and err.code not in _MAYBE_STALE:
-            raise
-        fresh = upstream.fresher_signatures(model, cached, deadline)
-        if fresh is None:
-            raise
-    return _predict(upstream, model, body, fresh, deadline)
+    for first in (True, False):
+        try:
+            call = codec.decode_predict_body(body, cached.signatures)
+            response = _call(upstream, model, call, cached, deadline)
+            break
+        except (CodecError, UpstreamError) as err:
+            # Refused, by the codec or the backend: were the signatures this worker converted
+            # with stale (a new version with other inputs or dtypes went live)? Then once more.
+            stale = first and (isinstance(err, CodecError) or err.code in _MAYBE_STALE)
+            fresh = upstream.fresher_signatures(model, cached, deadline) if stale else None
+            if fresh is None:
+                raise
+            cached = fresh
+    upstream.signature_cache.observe_version(model, response.model_spec.version.value)
+    return codec.encode_predict_response(response.outputs, call.row_format)
 
 
 # Backend refusals a request converted with an older version's signatures can get: an input alias,
@@ -47,23 +51,24 @@ def predict(upstream: Upstream, model: ModelRef, raw: bytes, deadline: Deadline)
 _MAYBE_STALE = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
 
 
-def _predict(
-    upstream: Upstream, model: ModelRef, body: object, cached: CachedSignatures, deadline: Deadline
-) -> dict:
-    call = codec.decode_predict_body(body, cached.signatures)
+def _call(
+    upstream: Upstream,
+    model: ModelRef,
+    call: codec.PredictCall,
+    cached: CachedSignatures,
+    deadline: Deadline,
+) -> predict_pb2.PredictResponse:
     request = predict_pb2.PredictRequest(
         model_spec=model.spec(call.signature_name), inputs=call.inputs
     )
     try:
-        response = upstream.call("Predict", request, model.name, deadline)
+        return upstream.call("Predict", request, model.name, deadline)
     except UpstreamError as err:
         if err.code == grpc.StatusCode.INVALID_ARGUMENT:
             hint = codec.shape_hint(cached.signatures[call.signature_name], call.inputs)
             if hint is not None:
                 err.extra["hint"] = hint
         raise
-    upstream.signature_cache.observe_version(model, response.model_spec.version.value)
-    return codec.encode_predict_response(response.outputs, call.row_format)
 
 
 # method -> (RPC, request message, response encoder): Classify and Regress differ only in these.
