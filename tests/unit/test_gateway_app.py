@@ -255,13 +255,8 @@ def _worker_file(directory, name, value):
     """A metrics file as a gunicorn worker writes it (prometheus_client's own file format)."""
     from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-    key = mmap_key(
-        "tfstack_gateway_requests_total",
-        "tfstack_gateway_requests_total",
-        ("model", "method", "code"),
-        ("m", "predict", "200"),
-        "REST requests answered.",
-    )
+    key = mmap_key("tfstack_gateway_requests_total", "tfstack_gateway_requests_total",
+                   ("model", "method", "code"), ("m", "predict", "200"), "REST requests answered.")
     written = MmapedDict(str(directory / name))
     written.write_value(key, value, 0.0)
     written.close()

@@ -48,9 +48,7 @@ class Source:
     inputs: list  # tf.TensorSpec, each named
     call: object  # dict[str, Tensor] -> dict[str, Tensor]
     tracked: object  # what ExportArchive tracks (the Keras model or the loaded SavedModel)
-    folder: Path | None = (
-        None  # a SavedModel given as a folder: kept as it is if TF Serving loads it
-    )
+    folder: Path | None = None  # a SavedModel folder: copied as it is if TF Serving loads it
 
 
 # --- loading ------------------------------------------------------------------------------------

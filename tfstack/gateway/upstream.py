@@ -134,9 +134,7 @@ class Upstream:
         options = channel_options(self.settings)
         self.health = HealthTracker()
         self._pool = EndpointPool(
-            [],
-            lambda e: _Client(e, options),
-            health=self.health,
+            [], lambda e: _Client(e, options), health=self.health,
             disconnect=lambda e: e.client.close(),
         )
         self._pid = os.getpid()
@@ -148,9 +146,7 @@ class Upstream:
         # kubernetes client first: a second or two on a busy machine).
         self._discovery.wait_known(timeout=10.0)
         self._prober = Prober(
-            self.health,
-            self._probe_address,
-            report=_report_endpoints,
+            self.health, self._probe_address, report=_report_endpoints,
             check=self._check_addresses,
             check_interval_s=self.settings.ready_check_interval_ms / 1000,
         )
@@ -179,22 +175,12 @@ class Upstream:
                 raise NoBackend(str(err)) from None
             tried.append(endpoint.address)
             try:
-                return self._attempt(
-                    pool,
-                    endpoint,
-                    rpc,
-                    request,
-                    model,
-                    timeout,
-                    raw,
-                    judge=not deadline.client_shortened,
-                )
+                return self._attempt(pool, endpoint, rpc, request, model, timeout, raw,
+                                     judge=not deadline.client_shortened)
             except grpc.RpcError as err:
                 decision = self.retry.decide(
-                    code=err.code(),
-                    attempts=len(tried),
-                    remaining_s=deadline.left_s(),
-                    untried_endpoints=pool.untried(tried),
+                    code=err.code(), attempts=len(tried),
+                    remaining_s=deadline.left_s(), untried_endpoints=pool.untried(tried),
                 )
                 metrics.RETRIES.labels(decision).inc()
                 if err.code() == grpc.StatusCode.UNAVAILABLE and self._discovery is not None:
@@ -203,15 +189,8 @@ class Upstream:
                     raise _translate(err, endpoint, deadline) from None
 
     def _attempt(
-        self,
-        pool: EndpointPool,
-        endpoint: Endpoint,
-        rpc: str,
-        request: Any,
-        model: str,
-        timeout: float,
-        raw: bool,
-        judge: bool = True,
+        self, pool: EndpointPool, endpoint: Endpoint, rpc: str, request: Any, model: str,
+        timeout: float, raw: bool, judge: bool = True,
     ) -> Any:
         """One call on `endpoint`; its outcome counts for the endpoint's health, except a
         DEADLINE_EXCEEDED when not `judge` (the client's own short deadline ran out)."""
