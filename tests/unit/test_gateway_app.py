@@ -11,10 +11,11 @@ import pytest
 from tests.fixtures.gateway import fake_metadata_response
 from tfstack.gateway import upstream as upstream_module
 from tfstack.gateway.app import create_app
-from tfstack.gateway.domain import UpstreamError
+from tfstack.gateway.domain import Deadline, UpstreamError
 from tfstack.gateway.settings import Settings
 from tfstack.gateway.upstream import Upstream
 from tfstack.protocol.proto import predict_pb2, types_pb2
+from tfstack.protocol.routes import ModelRef
 
 
 class FakeUpstream(Upstream):
@@ -74,6 +75,7 @@ def client(settings, upstream):
 
 
 PREDICT = "/v1/models/m:predict"
+MODEL = ModelRef("m")
 BODY = json.dumps({"instances": [1.0]})
 
 
@@ -175,6 +177,17 @@ def test_a_refused_request_rechecks_the_signatures_at_most_once_a_recheck_interv
     resp = client.post(PREDICT, data=BODY)  # checked: the same version, so the refusal stands
     assert (resp.status_code, resp.get_json()["error"]) == (400, "input tensor alias not found")
     assert upstream.rpcs() == ["Predict", "GetModelMetadata"]
+
+
+def test_a_request_refused_after_another_refreshed_the_signatures_uses_them(upstream, monkeypatch):
+    monkeypatch.setattr(upstream_module, "RECHECK_S", 60.0)
+    upstream.metadata_versions = [1, 2, 2]
+    deadline = Deadline.capped(None, 2000)
+    used = upstream.signatures(MODEL, deadline)  # v1, then refused
+    assert upstream.fresher_signatures(MODEL, used, deadline).version == 2  # asked: v2
+    # Another request converted with v1 and refused meanwhile takes v2 without asking again.
+    assert upstream.fresher_signatures(MODEL, used, deadline).version == 2
+    assert upstream.rpcs() == ["GetModelMetadata", "GetModelMetadata"]
 
 
 def test_an_answer_the_codec_cannot_write_is_not_asked_for_twice(client, upstream, monkeypatch):

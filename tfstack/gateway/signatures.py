@@ -4,9 +4,9 @@ A model's signatures are fetched (GetModelMetadata) on its first request and kep
 is seen to change: a response comes from another version than the one they were fetched from, or a
 request names a signature they lack (the model may have been replaced by one that has it: look
 once more; if it still lacks it, the request's own error says so), or a request converted with
-them is refused (a new version whose inputs differ went live: upstream.fresher_signatures looks
-again, at most once per RECHECK_S per model, and the request is converted anew once). The cache
-does no I/O; the backend client (upstream.py) fetches on a miss.
+them is refused (a new version whose inputs differ may have gone live: upstream.fresher_signatures
+looks again, at most once per RECHECK_S per model, and the request is converted anew once). The
+cache does no I/O; the backend client (upstream.py) fetches on a miss.
 """
 
 from __future__ import annotations
@@ -43,16 +43,12 @@ class SignatureCache:
             self._entries[model] = cached
         return cached
 
-    def recheck_due(self, model: ModelRef, used: CachedSignatures, interval_s: float) -> bool:
-        """Should a request refused after conversion with `used` have the backend's signatures
-        looked at again? Only while `used` is still the entry (no other request refreshed it
-        meanwhile) and the model was not rechecked in the last `interval_s`; True reserves the
-        recheck (the caller makes it)."""
+    def recheck_due(self, model: ModelRef, interval_s: float) -> bool:
+        """May the backend be asked again for `model`'s signatures after a refused request? Not
+        when it was asked in the last `interval_s`; True reserves the recheck (the caller
+        makes it)."""
         now = time.monotonic()
         with self._lock:
-            current = self._entries.get(model)
-            if current is not None and current is not used:
-                return False
             last = self._rechecked.get(model)
             if last is not None and now - last < interval_s:
                 return False

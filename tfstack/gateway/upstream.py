@@ -259,16 +259,18 @@ class Upstream:
         self, model: ModelRef, used: CachedSignatures, deadline: Deadline
     ) -> CachedSignatures | None:
         """After a request converted with `used` was refused: the model's signatures as the
-        backend has them now, when they changed since `used` was fetched (a new version with other
-        inputs went live); None when they did not, or were rechecked less than RECHECK_S ago (a
-        client sending bad requests costs at most one metadata call per RECHECK_S, per model and
-        worker)."""
-        if not self.signature_cache.recheck_due(model, used, RECHECK_S):
+        backend has them now, when they differ from `used` (a new version with other inputs went
+        live); None when they do not. Another request may have fetched them already; else the
+        backend is asked, at most once per RECHECK_S per model and worker (a client sending bad
+        requests costs at most that many metadata calls)."""
+        current = self.signature_cache.lookup(model)
+        if current is None or current is used:
+            if not self.signature_cache.recheck_due(model, RECHECK_S):
+                return None
+            current = self.signature_cache.store(model, self._fetch_metadata(model, deadline))
+        if current.version == used.version and current.signatures == used.signatures:
             return None
-        fresh = self.signature_cache.store(model, self._fetch_metadata(model, deadline))
-        if fresh.version == used.version and fresh.signatures == used.signatures:
-            return None
-        return fresh
+        return current
 
     # -- readiness ---------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, list[dict[str, object]]]:
