@@ -8,15 +8,20 @@ looks at the model's signatures again and converts the request anew, once. Befor
 request failed until the gateway restarted, while the model server answered them.
 
 One local model server polls the model's base path every second (TF Serving's
---file_system_poll_wait_seconds); versions are copied in while the gateway serves.
+--file_system_poll_wait_seconds); versions are copied in while the gateway serves, also under load
+from concurrent clients (bounded: 8 threads for a few seconds, loopback).
 """
 
 from __future__ import annotations
 
 import base64
+import collections
+import http.client
 import json
 import shutil
+import threading
 import time
+from pathlib import Path
 
 import requests
 
@@ -39,15 +44,22 @@ def _predict(url: str, body: dict) -> requests.Response:
     return requests.post(f"{url}/v1/models/m:predict", data=json.dumps(body), timeout=TIMEOUT)
 
 
-def test_a_new_version_with_other_inputs_is_served_from_its_first_request(tmp_path, models_root):
+def _polling_modelserver(tmp_path: Path, first_version: Path):
+    """A model server serving model `m` from a base path it polls every second, whose version 1
+    is a copy of `first_version`; the base path."""
     base = tmp_path / "repo" / "m"
-    shutil.copytree(models_root / "half_plus_two" / "1", base / "1")  # x: float
+    shutil.copytree(first_version, base / "1")
     config = tmp_path / "models.config"
     config.write_text(
         f'model_config_list {{ config {{ name: "m" base_path: "{base}" '
         'model_platform: "tensorflow" } }\n'
     )
-    server = start_modelserver(tmp_path, config, "--file_system_poll_wait_seconds=1")
+    return start_modelserver(tmp_path, config, "--file_system_poll_wait_seconds=1"), base
+
+
+def test_a_new_version_with_other_inputs_is_served_from_its_first_request(tmp_path, models_root):
+    # Version 1: half_plus_two, input x: float.
+    server, base = _polling_modelserver(tmp_path, models_root / "half_plus_two" / "1")
     try:
         # One worker: the request after each roll-out meets the cache that is stale.
         gateway = start_gateway(tmp_path, [server.grpc_target], workers=1)
@@ -80,6 +92,62 @@ def test_a_new_version_with_other_inputs_is_served_from_its_first_request(tmp_pa
             # A request the model refuses still gets the backend's answer, untouched.
             bad = {"instances": [1.0]}
             assert _predict(gateway.url, bad).json() == _predict(server.rest_url, bad).json()
+        finally:
+            gateway.stop()
+    finally:
+        server.stop()
+
+
+def _renamed_half_plus_three(path: Path) -> None:
+    """A SavedModel like half_plus_two but with its input named `inp` and y = 0.5 * x + 3: the
+    same request body suits both, only the input's name differs."""
+    import tensorflow as tf
+
+    class Model(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="inp")])
+        def serve(self, inp):
+            return {"y": 0.5 * inp + 3.0}
+
+    model = Model()
+    tf.saved_model.save(model, str(path), signatures={"serving_default": model.serve})
+
+
+def test_no_request_fails_when_a_version_goes_live_under_load(tmp_path, models_root):
+    _renamed_half_plus_three(tmp_path / "v2")
+    server, base = _polling_modelserver(tmp_path, models_root / "half_plus_two" / "1")
+    try:
+        gateway = start_gateway(tmp_path, [server.grpc_target])  # 2 workers, gevent
+        try:
+            port = int(gateway.url.rsplit(":", 1)[1])
+            answers: collections.Counter = collections.Counter()
+            stop = threading.Event()
+
+            def client() -> None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+                try:
+                    while not stop.is_set():
+                        conn.request("POST", "/v1/models/m:predict", body=b'{"instances": [1.0]}')
+                        resp = conn.getresponse()
+                        answers[resp.status, resp.read()] += 1
+                finally:
+                    conn.close()
+
+            threads = [threading.Thread(target=client, daemon=True) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            try:
+                time.sleep(1.5)
+                shutil.copytree(tmp_path / "v2", base / "2")
+                server.process.wait_until(lambda: _serving(server, 2), TIMEOUT, "serving v2")
+                time.sleep(1.5)
+            finally:
+                stop.set()
+                for thread in threads:
+                    thread.join(TIMEOUT)
+            by_body = {body: n for (status, body), n in answers.items() if status == 200}
+            failed = {key: n for key, n in answers.items() if key[0] != 200}
+            assert not failed, f"{sum(failed.values())} of {sum(answers.values())}: {failed}"
+            assert set(by_body) == {b'{"predictions":[2.5]}', b'{"predictions":[3.5]}'}, by_body
         finally:
             gateway.stop()
     finally:

@@ -31,11 +31,17 @@ def test_an_answer_from_another_version_drops_the_entry():
     cache.observe_version(MODEL, 2)  # nothing cached: nothing to drop
 
 
-def test_a_recheck_is_due_once_an_interval():
+def test_one_recheck_at_a_time_and_once_an_interval():
     cache = SignatureCache()
-    assert cache.recheck_due(MODEL, 60.0), "never rechecked: due"
-    assert not cache.recheck_due(MODEL, 60.0), "rechecked a moment ago"
-    assert cache.recheck_due(MODEL, 0.0)
-    assert cache.recheck_due(ModelRef("other"), 60.0), "per model"
+    mine, event = cache.begin_recheck(MODEL, 60.0)
+    assert mine and not event.is_set(), "never rechecked: this caller asks"
+    assert cache.begin_recheck(MODEL, 60.0) == (False, event), "asking now: wait for it"
+    cache.end_recheck(MODEL, event)
+    assert event.is_set()
+    assert cache.begin_recheck(MODEL, 60.0) == (False, None), "asked a moment ago"
+    assert cache.begin_recheck(ModelRef("other"), 60.0)[0], "per model"
+    mine, event = cache.begin_recheck(MODEL, 0.0)
+    assert mine
+    cache.end_recheck(MODEL, event)
     cache.clear()
-    assert cache.recheck_due(MODEL, 60.0), "a fork forgets the rechecks with the entries"
+    assert cache.begin_recheck(MODEL, 60.0)[0], "a fork forgets the rechecks with the entries"

@@ -25,6 +25,7 @@ class SignatureCache:
         self._lock = threading.Lock()
         self._entries: dict[ModelRef, CachedSignatures] = {}
         self._rechecked: dict[ModelRef, float] = {}  # model -> time.monotonic() of its last recheck
+        self._rechecking: dict[ModelRef, threading.Event] = {}  # set when that recheck is done
 
     def lookup(self, model: ModelRef, wanted: str | None = None) -> CachedSignatures | None:
         """The cached signatures of `model`; None when absent, or when they lack `wanted`."""
@@ -43,17 +44,30 @@ class SignatureCache:
             self._entries[model] = cached
         return cached
 
-    def recheck_due(self, model: ModelRef, interval_s: float) -> bool:
-        """May the backend be asked again for `model`'s signatures after a refused request? Not
-        when it was asked in the last `interval_s`; True reserves the recheck (the caller
-        makes it)."""
+    def begin_recheck(
+        self, model: ModelRef, interval_s: float
+    ) -> tuple[bool, threading.Event | None]:
+        """After a refused request: may the backend be asked again for `model`'s signatures?
+        (True, event): yes, and the caller does it, then calls end_recheck(model, event).
+        (False, event): another request is asking right now; wait on event, then look up.
+        (False, None): it was asked in the last `interval_s`."""
         now = time.monotonic()
         with self._lock:
+            running = self._rechecking.get(model)
+            if running is not None:
+                return False, running
             last = self._rechecked.get(model)
             if last is not None and now - last < interval_s:
-                return False
+                return False, None
             self._rechecked[model] = now
-            return True
+            event = self._rechecking[model] = threading.Event()
+            return True, event
+
+    def end_recheck(self, model: ModelRef, event: threading.Event) -> None:
+        with self._lock:
+            if self._rechecking.get(model) is event:
+                del self._rechecking[model]
+        event.set()
 
     def observe_version(self, model: ModelRef, version: int) -> None:
         """A response came from `version`: drop an entry fetched from another version."""
@@ -66,3 +80,4 @@ class SignatureCache:
         with self._lock:
             self._entries.clear()
             self._rechecked.clear()
+            self._rechecking.clear()

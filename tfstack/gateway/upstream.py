@@ -260,15 +260,27 @@ class Upstream:
     ) -> CachedSignatures | None:
         """After a request converted with `used` was refused: the model's signatures as the
         backend has them now, when they differ from `used` (a new version with other inputs went
-        live); None when they do not. Another request may have fetched them already; else the
-        backend is asked, at most once per RECHECK_S per model and worker (a client sending bad
-        requests costs at most that many metadata calls)."""
+        live); None when they do not. Another request may have fetched them already, or be
+        fetching them (then this one waits for its answer); else the backend is asked, at most
+        once per RECHECK_S per model and worker (a client sending bad requests costs at most
+        that many metadata calls)."""
         current = self.signature_cache.lookup(model)
         if current is None or current is used:
-            if not self.signature_cache.recheck_due(model, RECHECK_S):
+            mine, event = self.signature_cache.begin_recheck(model, RECHECK_S)
+            if mine:
+                try:
+                    current = self.signature_cache.store(
+                        model, self._fetch_metadata(model, deadline)
+                    )
+                finally:
+                    self.signature_cache.end_recheck(model, event)
+            elif event is not None and event.wait(deadline.left_s()):
+                current = self.signature_cache.lookup(model)
+            else:
                 return None
-            current = self.signature_cache.store(model, self._fetch_metadata(model, deadline))
-        if current.version == used.version and current.signatures == used.signatures:
+        if current is None or (
+            current.version == used.version and current.signatures == used.signatures
+        ):
             return None
         return current
 
