@@ -11,7 +11,7 @@ import pytest
 from tests.fixtures.gateway import fake_metadata_response
 from tfstack.gateway import upstream as upstream_module
 from tfstack.gateway.app import create_app
-from tfstack.gateway.domain import Deadline, UpstreamError
+from tfstack.gateway.domain import Deadline, NoBackend, UpstreamError
 from tfstack.gateway.settings import Settings
 from tfstack.gateway.upstream import Upstream
 from tfstack.protocol.proto import predict_pb2, types_pb2
@@ -28,6 +28,7 @@ class FakeUpstream(Upstream):
         self.predict_version = 1
         self.signature_name = "serving_default"
         self.fail_with: Exception | None = None
+        self.metadata_fails_with: Exception | None = None
         self.predict_refusals = 0  # how many coming Predict calls the backend refuses (400)
         self.output_dtype = types_pb2.DT_FLOAT
         self.ready = True
@@ -38,6 +39,8 @@ class FakeUpstream(Upstream):
             raise self.fail_with
         self._known_models.add(model)
         if rpc == "GetModelMetadata":
+            if self.metadata_fails_with is not None:
+                raise self.metadata_fails_with
             versions = self.metadata_versions
             version = versions.pop(0) if len(versions) > 1 else versions[0]
             return fake_metadata_response(model, version, self.signature_name)
@@ -188,6 +191,16 @@ def test_a_request_refused_after_another_refreshed_the_signatures_uses_them(upst
     # Another request converted with v1 and refused meanwhile takes v2 without asking again.
     assert upstream.fresher_signatures(MODEL, used, deadline).version == 2
     assert upstream.rpcs() == ["GetModelMetadata", "GetModelMetadata"]
+
+
+def test_a_recheck_that_gets_no_answer_leaves_the_refusal_as_it_was(client, upstream, monkeypatch):
+    monkeypatch.setattr(upstream_module, "RECHECK_S", 0.0)
+    assert client.post(PREDICT, data=BODY).status_code == 200
+    upstream.predict_refusals = 1
+    upstream.metadata_fails_with = NoBackend("no ready endpoint")
+    resp = client.post(PREDICT, data=BODY)
+    assert (resp.status_code, resp.get_json()["error"]) == (400, "input tensor alias not found")
+    assert upstream.rpcs() == ["GetModelMetadata", "Predict", "Predict", "GetModelMetadata"]
 
 
 def test_an_answer_the_codec_cannot_write_is_not_asked_for_twice(client, upstream, monkeypatch):

@@ -32,6 +32,7 @@ from tfstack.gateway.readiness import ReadinessCheck
 from tfstack.gateway.retry import RETRY, RetryPolicy
 from tfstack.gateway.settings import Settings
 from tfstack.gateway.signatures import SignatureCache
+from tfstack.protocol.errors import ProtocolError
 from tfstack.protocol.proto import (
     get_model_metadata_pb2,
     model_service_pb2_grpc,
@@ -260,10 +261,10 @@ class Upstream:
     ) -> CachedSignatures | None:
         """After a request converted with `used` was refused: the model's signatures as the
         backend has them now, when they differ from `used` (a new version with other inputs went
-        live); None when they do not. Another request may have fetched them already, or be
-        fetching them (then this one waits for its answer); else the backend is asked, at most
-        once per RECHECK_S per model and worker (a client sending bad requests costs at most
-        that many metadata calls)."""
+        live); None when they do not, or cannot be had. Another request may have fetched them
+        already, or be fetching them (then this one waits for its answer); else the backend is
+        asked, at most once per RECHECK_S per model and worker (a client sending bad requests
+        costs at most that many metadata calls)."""
         current = self.signature_cache.lookup(model)
         if current is None or current is used:
             mine, event = self.signature_cache.begin_recheck(model, RECHECK_S)
@@ -272,6 +273,8 @@ class Upstream:
                     current = self.signature_cache.store(
                         model, self._fetch_metadata(model, deadline)
                     )
+                except ProtocolError:  # no answer (no backend, deadline, ...): the refusal stands
+                    return None
                 finally:
                     self.signature_cache.end_recheck(model, event)
             elif event is not None and event.wait(deadline.left_s()):
