@@ -115,7 +115,9 @@ def _load_failure(path: Path, err: Exception) -> str:
 
 
 def _from_saved_model(path: Path) -> Source:
-    if not any((path / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt")):
+    from tfstack.cli.repo import has_saved_model
+
+    if not has_saved_model(path):
         versions = sorted((p.name for p in path.iterdir() if p.name.isdigit()), key=int)
         hint = f" (pass a version folder, e.g. {path / versions[-1]})" if versions else ""
         raise ExportError(f"{path}: not a SavedModel folder: no saved_model.pb{hint}")

@@ -66,7 +66,8 @@ def version_dirs(model_dir: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def _has_saved_model(version_dir: Path) -> bool:
+def has_saved_model(version_dir: Path) -> bool:
+    """A SavedModel's graph is there, binary or text (TF's ReadSavedModel takes either)."""
     return any((version_dir / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt"))
 
 
@@ -103,7 +104,7 @@ def scan_models(root: Path, use: str = "--models") -> dict[str, list[int]]:
             problems.append(
                 f"{child}: no numeric version folder (TF Serving wants {child}/1/saved_model.pb)"
             )
-        problems.extend(f"{d}: no saved_model.pb" for d in dirs.values() if not _has_saved_model(d))
+        problems.extend(f"{d}: no saved_model.pb" for d in dirs.values() if not has_saved_model(d))
         models[child.name] = list(dirs)
     if problems:
         raise RepoError("\n".join(problems))
