@@ -10,6 +10,10 @@ request failed until the gateway restarted, while the model server answered them
 One local model server polls the model's base path every second (TF Serving's
 --file_system_poll_wait_seconds); versions are copied in while the gateway serves, also under load
 from concurrent clients (bounded: 8 threads for a few seconds, loopback).
+
+A roll-out across replicas is half done when one replica serves the old version and another the
+new one: the gateway converts each request for the version of the replica it sends it to (two
+local model servers, 8 client threads, 240 requests, loopback).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from pathlib import Path
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.gateway import start_gateway
 from tests.fixtures.modelserver import start_modelserver
@@ -152,3 +157,75 @@ def test_no_request_fails_when_a_version_goes_live_under_load(tmp_path, models_r
             gateway.stop()
     finally:
         server.stop()
+
+
+def _upstream_calls(gateway, rpc: str) -> float:
+    text = requests.get(f"{gateway.url}/metrics", timeout=TIMEOUT).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "tfstack_gateway_upstream_duration_seconds_count"
+        and sample.labels.get("rpc") == rpc
+    )
+
+
+def test_replicas_serving_two_versions_with_other_inputs_both_answer_every_request(
+    tmp_path, models_root
+):
+    # A roll-out half done: each TF Serving replica polls the base path on its own, so for a
+    # while replica a serves version 1 (half_plus_two, input `x`) while replica b already serves
+    # version 2 (input renamed `inp`, y = 0.5 * x + 3). A TF Serving client sending
+    # {"instances": [1.0]} gets an answer from either; so must the gateway's clients, although it
+    # converts each request for the input names of the version the chosen replica serves.
+    _renamed_half_plus_three(tmp_path / "v2")
+    servers = []
+    try:
+        for replica, version, source in (
+            ("a", 1, models_root / "half_plus_two" / "1"),
+            ("b", 2, tmp_path / "v2"),
+        ):
+            base = tmp_path / replica / "m"
+            shutil.copytree(source, base / str(version))
+            config = tmp_path / f"{replica}.config"
+            config.write_text(
+                f'model_config_list {{ config {{ name: "m" base_path: "{base}" '
+                'model_platform: "tensorflow" } }\n'
+            )
+            servers.append(start_modelserver(tmp_path, config))
+        one = {"instances": [1.0]}
+        expected = {_predict(s.rest_url, one).content for s in servers}
+        assert expected == {b'{"predictions":[2.5]}', b'{"predictions":[3.5]}'}, expected
+
+        gateway = start_gateway(tmp_path, [s.grpc_target for s in servers])  # 2 workers
+        try:
+            answers: collections.Counter = collections.Counter()
+            lock = threading.Lock()
+
+            def client() -> None:  # one keep-alive connection each, so both workers serve
+                with requests.Session() as session:
+                    for _ in range(30):
+                        resp = session.post(f"{gateway.url}/v1/models/m:predict",
+                                            data=json.dumps(one), timeout=TIMEOUT)
+                        with lock:
+                            answers[resp.status_code, resp.content] += 1
+
+            threads = [threading.Thread(target=client, daemon=True) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(TIMEOUT * 2)
+            total = sum(answers.values())
+            assert total == 240, answers
+            failed = {key: n for key, n in answers.items() if key[0] != 200}
+            assert not failed, f"{sum(failed.values())} of {total} failed: {failed}"
+            assert {body for _, body in answers} == expected, answers
+            # Each worker fetched each version's signatures about once (2-4 calls measured), not
+            # after every answer from the other version (about one call per two requests).
+            fetched = _upstream_calls(gateway, "GetModelMetadata")
+            assert 2 <= fetched <= 24, fetched
+        finally:
+            gateway.stop()
+    finally:
+        for server in servers:
+            server.stop()

@@ -7,6 +7,7 @@ import threading
 
 from tests.fixtures.gateway import fake_metadata_response
 from tfstack.gateway.app import create_app
+from tfstack.gateway.balancing import Endpoint
 from tfstack.gateway.settings import Settings
 from tfstack.gateway.upstream import Upstream
 from tfstack.protocol.proto import get_model_status_pb2, predict_pb2, types_pb2
@@ -23,7 +24,9 @@ class BlockingUpstream(Upstream):
         self.release = threading.Event()
         self.entered = threading.Semaphore(0)
 
-    def call(self, rpc, request, model, deadline):
+    def call(self, rpc, request, model, deadline, raw=False, prefer=None):
+        if callable(request):  # converted for the endpoint it goes to
+            request = request(Endpoint(prefer or "fake:1"))
         self._known_models.add(model)
         if rpc == "GetModelMetadata":
             return fake_metadata_response(model, 1, "serving_default")

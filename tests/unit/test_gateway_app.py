@@ -11,6 +11,7 @@ import pytest
 from tests.fixtures.gateway import fake_metadata_response
 from tfstack.gateway import upstream as upstream_module
 from tfstack.gateway.app import create_app
+from tfstack.gateway.balancing import Endpoint
 from tfstack.gateway.domain import Deadline, NoBackend, UpstreamError
 from tfstack.gateway.settings import Settings
 from tfstack.gateway.upstream import Upstream
@@ -33,7 +34,9 @@ class FakeUpstream(Upstream):
         self.output_dtype = types_pb2.DT_FLOAT
         self.ready = True
 
-    def call(self, rpc, request, model, deadline):
+    def call(self, rpc, request, model, deadline, raw=False, prefer=None):
+        if callable(request):  # converted for the endpoint it goes to
+            request = request(Endpoint(prefer or "fake:1"))
         self.calls.append((rpc, request, deadline.timeout_ms))
         if self.fail_with is not None:
             raise self.fail_with

@@ -40,6 +40,16 @@ def test_prefers_the_less_loaded_of_two():
     assert {e.outstanding for e in pool.all()} == {0}
 
 
+def test_a_preferred_endpoint_is_chosen_while_in_rotation():
+    # A request refused by one replica, whose signatures were just fetched, goes back to it.
+    pool = pool_of(3)
+    busy = [pool.acquire(prefer="h2:1") for _ in range(4)]
+    assert {e.address for e in busy} == {"h2:1"}, "however loaded"
+    assert pool.acquire(exclude=["h2:1"], prefer="h2:1").address != "h2:1", "excluded"
+    pool.update(["h0:1", "h1:1"])
+    assert pool.acquire(prefer="h2:1").address in {"h0:1", "h1:1"}, "gone: any other"
+
+
 def test_spreads_load_over_many_endpoints():
     pool = pool_of(4)
     held = [pool.acquire() for _ in range(400)]

@@ -45,3 +45,37 @@ def test_one_recheck_at_a_time_and_once_an_interval():
     cache.end_recheck(MODEL, event)
     cache.clear()
     assert cache.begin_recheck(MODEL, 60.0)[0], "a fork forgets the rechecks with the entries"
+
+
+def test_each_endpoint_gets_the_signatures_of_the_version_it_answered_with():
+    # A roll-out in progress: replica a still serves version 1, replica b already version 2.
+    cache = SignatureCache()
+    v1 = cache.store(MODEL, fake_metadata_response("half_plus_two", version=1), "a:8500")
+    assert cache.for_endpoint(MODEL, "a:8500") is v1
+    assert cache.for_endpoint(MODEL, "b:8500") is None, "never seen answering"
+    v2 = cache.store(MODEL, fake_metadata_response("half_plus_two", version=2), "b:8500")
+    assert cache.for_endpoint(MODEL, "a:8500") is v1
+    assert cache.for_endpoint(MODEL, "b:8500") is v2
+    assert cache.for_endpoint(MODEL, "b:8500", "other") is None, "lacks the signature"
+    # Answers from both, alternating: nothing is dropped (no metadata call per answer); the
+    # entry a request is first converted with is the version last seen.
+    for address, version, expected in [("a:8500", 1, v1), ("b:8500", 2, v2), ("a:8500", 1, v1)]:
+        cache.observe_version(MODEL, version, address)
+        assert cache.lookup(MODEL) is expected
+    # Replica a moves to version 2: both convert with it; version 1 is forgotten once unused.
+    cache.observe_version(MODEL, 2, "a:8500")
+    assert cache.for_endpoint(MODEL, "a:8500") is v2 and cache.lookup(MODEL) is v2
+    cache.store(MODEL, fake_metadata_response("half_plus_two", version=2), "a:8500")
+    cache.observe_version(MODEL, 1, "c:8500")  # a third replica, on version 1: fetch again
+    assert cache.lookup(MODEL) is None
+    assert cache.for_endpoint(MODEL, "c:8500") is None
+
+
+def test_a_recheck_is_per_endpoint():
+    cache = SignatureCache()
+    mine, event = cache.begin_recheck(MODEL, 60.0, "a:8500")
+    assert mine
+    assert cache.begin_recheck(MODEL, 60.0, "b:8500")[0], "another endpoint: its own recheck"
+    assert cache.begin_recheck(MODEL, 60.0, "a:8500") == (False, event)
+    cache.end_recheck(MODEL, event, "a:8500")
+    assert cache.begin_recheck(MODEL, 60.0, "a:8500") == (False, None)

@@ -77,9 +77,9 @@ class EndpointPool:
         routable = set(self._health.available(e.address for e in candidates))
         return [e for e in candidates if e.address in routable]
 
-    def acquire(self, exclude: Collection[str] = ()) -> Endpoint:
-        """The less loaded of two random endpoints in rotation (not in `exclude`), its
-        outstanding count raised by one."""
+    def acquire(self, exclude: Collection[str] = (), prefer: str | None = None) -> Endpoint:
+        """The less loaded of two random endpoints in rotation (not in `exclude`), or `prefer`
+        while it is in rotation; its outstanding count raised by one."""
         with self._lock:
             candidates = self._in_rotation(exclude)
             if not candidates:
@@ -87,7 +87,10 @@ class EndpointPool:
                     "no other backend endpoint to try" if exclude
                     else "no backend endpoints configured"
                 )
-            if len(candidates) == 1:
+            preferred = [e for e in candidates if e.address == prefer] if prefer else []
+            if preferred:
+                chosen = preferred[0]
+            elif len(candidates) == 1:
                 chosen = candidates[0]
             else:
                 a, b = self._rng.sample(candidates, 2)

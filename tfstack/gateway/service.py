@@ -29,21 +29,28 @@ def predict(upstream: Upstream, model: ModelRef, raw: bytes, deadline: Deadline)
     # the model is looked up (404 for a missing model or version), then the instances are read.
     wanted = codec.signature_name_of(body)
     cached = upstream.signatures(model, deadline, wanted=wanted)
+    sent, prefer = _Sent(), None
     for first in (True, False):
         try:
             call = codec.decode_predict_body(body, cached.signatures)
-            response = _call(upstream, model, call, cached, deadline)
+            response = _call(upstream, model, body, call, cached, deadline, sent, prefer)
             break
         except (CodecError, UpstreamError) as err:
-            # Refused, by the codec or the backend: were the signatures this worker converted
-            # with stale (a new version with other inputs or dtypes went live)? Then once more.
+            # Refused, by the codec or the backend: were the signatures this request was
+            # converted with stale (a new version with other inputs or dtypes went live there)?
+            # Then once more, first to the endpoint that refused it.
             stale = first and (isinstance(err, CodecError) or err.code in _MAYBE_STALE)
-            fresh = upstream.fresher_signatures(model, cached, deadline) if stale else None
+            fresh = None
+            if stale:
+                used = sent.cached or cached
+                fresh = upstream.fresher_signatures(model, used, deadline, sent.address)
             if fresh is None:
                 raise
-            cached = fresh
-    upstream.signature_cache.observe_version(model, response.model_spec.version.value)
-    return codec.encode_predict_response(response.outputs, call.row_format)
+            cached, prefer, sent = fresh, sent.address, _Sent()
+    upstream.signature_cache.observe_version(
+        model, response.model_spec.version.value, sent.address
+    )
+    return codec.encode_predict_response(response.outputs, sent.call.row_format)
 
 
 # Backend refusals a request converted with an older version's signatures can get: an input alias,
@@ -51,21 +58,50 @@ def predict(upstream: Upstream, model: ModelRef, raw: bytes, deadline: Deadline)
 _MAYBE_STALE = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
 
 
+class _Sent:
+    """Where the last attempt of a request went, and what it was converted with."""
+
+    __slots__ = ("address", "cached", "call")
+
+    def __init__(self) -> None:
+        self.address: str | None = None
+        self.cached: CachedSignatures | None = None
+        self.call: codec.PredictCall | None = None
+
+
 def _call(
     upstream: Upstream,
     model: ModelRef,
+    body: dict,
     call: codec.PredictCall,
     cached: CachedSignatures,
     deadline: Deadline,
+    sent: _Sent,
+    prefer: str | None,
 ) -> predict_pb2.PredictResponse:
-    request = predict_pb2.PredictRequest(
-        model_spec=model.spec(call.signature_name), inputs=call.inputs
-    )
+    """Predict on the endpoint the balancer picks, with the request converted for the version
+    that endpoint was last seen serving (`call`, converted with `cached`, unless it differs)."""
+    lookup = upstream.signature_cache.for_endpoint
+
+    def request_for(endpoint) -> predict_pb2.PredictRequest:
+        sent.address, sent.cached, sent.call = endpoint.address, cached, call
+        theirs = lookup(model, endpoint.address, call.signature_name)
+        if theirs is not None and theirs is not cached and theirs.signatures != cached.signatures:
+            sent.cached = theirs  # a replica still (or already) on another version
+            sent.call = None
+            sent.call = converted = codec.decode_predict_body(body, theirs.signatures)
+        else:
+            converted = call
+        return predict_pb2.PredictRequest(
+            model_spec=model.spec(converted.signature_name), inputs=converted.inputs
+        )
+
     try:
-        return upstream.call("Predict", request, model.name, deadline)
+        return upstream.call("Predict", request_for, model.name, deadline, prefer=prefer)
     except UpstreamError as err:
-        if err.code == grpc.StatusCode.INVALID_ARGUMENT:
-            hint = codec.shape_hint(cached.signatures[call.signature_name], call.inputs)
+        if err.code == grpc.StatusCode.INVALID_ARGUMENT and sent.call is not None:
+            hint = codec.shape_hint(sent.cached.signatures[sent.call.signature_name],
+                                    sent.call.inputs)
             if hint is not None:
                 err.extra["hint"] = hint
         raise

@@ -159,24 +159,35 @@ class Upstream:
         return name if name in self._known_models else UNKNOWN_MODEL
 
     def call(
-        self, rpc: str, request: Any, model: str, deadline: Deadline, raw: bool = False
+        self, rpc: str, request: Any, model: str, deadline: Deadline, raw: bool = False,
+        prefer: str | None = None,
     ) -> Any:
         """One unary call with the request's remaining deadline, retried on another endpoint
         when that is safe and the retry budget allows (tfstack/gateway/retry.py). With `raw`,
         `request` is a serialized message and so is the answer (the gRPC front door forwards
-        bytes)."""
+        bytes). `request` may also be a function of the chosen endpoint returning the message
+        (a request converted for what that endpoint serves); what it raises ends the call.
+        `prefer`: the first attempt goes to that endpoint while it is in rotation."""
         pool = self.pool
         self.retry.budget.record_request()
         tried: list[str] = []
         while True:
             timeout = deadline.remaining_s()
             try:
-                endpoint = pool.acquire(exclude=tried)
+                endpoint = pool.acquire(exclude=tried, prefer=None if tried else prefer)
             except NoEndpoint as err:
                 raise NoBackend(str(err)) from None
             tried.append(endpoint.address)
+            if callable(request):
+                try:
+                    message = request(endpoint)
+                except BaseException:
+                    pool.release(endpoint)
+                    raise
+            else:
+                message = request
             try:
-                return self._attempt(pool, endpoint, rpc, request, model, timeout, raw,
+                return self._attempt(pool, endpoint, rpc, message, model, timeout, raw,
                                      judge=not deadline.client_shortened)
             except grpc.RpcError as err:
                 decision = self.retry.decide(
@@ -235,15 +246,25 @@ class Upstream:
     # -- signatures ----------------------------------------------------------------------------
     def metadata(self, model: ModelRef, deadline: Deadline) -> Any:
         """GetModelMetadata (its signatures refresh this worker's cache)."""
-        response = self._fetch_metadata(model, deadline)
-        self.signature_cache.store(model, response)
+        response, address = self._fetch_metadata(model, deadline)
+        self.signature_cache.store(model, response, address)
         return response
 
-    def _fetch_metadata(self, model: ModelRef, deadline: Deadline) -> Any:
+    def _fetch_metadata(
+        self, model: ModelRef, deadline: Deadline, prefer: str | None = None
+    ) -> tuple[Any, str | None]:
+        """The model's GetModelMetadataResponse, and the endpoint that answered it."""
         request = get_model_metadata_pb2.GetModelMetadataRequest(
             model_spec=model.spec(), metadata_field=["signature_def"]
         )
-        return self.call("GetModelMetadata", request, model.name, deadline)
+        sent_to: list[str] = []
+
+        def to(endpoint: Endpoint) -> Any:
+            sent_to.append(endpoint.address)
+            return request
+
+        response = self.call("GetModelMetadata", to, model.name, deadline, prefer=prefer)
+        return response, (sent_to[-1] if sent_to else None)
 
     def signatures(
         self, model: ModelRef, deadline: Deadline, wanted: str | None = None
@@ -254,38 +275,43 @@ class Upstream:
         cached = self.signature_cache.lookup(model, wanted)
         if cached is not None:
             return cached
-        return self.signature_cache.store(model, self._fetch_metadata(model, deadline))
+        return self.signature_cache.store(model, *self._fetch_metadata(model, deadline))
 
     def fresher_signatures(
-        self, model: ModelRef, used: CachedSignatures, deadline: Deadline
+        self, model: ModelRef, used: CachedSignatures, deadline: Deadline,
+        address: str | None = None,
     ) -> CachedSignatures | None:
-        """After a request converted with `used` was refused: the model's signatures as the
-        backend has them now, when they differ from `used` (a new version with other inputs went
-        live); None when they do not, or cannot be had. Another request may have fetched them
-        already, or be fetching them (then this one waits for its answer); else the backend is
-        asked, at most once per RECHECK_S per model and worker (a client sending bad requests
-        costs at most that many metadata calls)."""
-        current = self.signature_cache.lookup(model)
-        if current is None or current is used:
-            mine, event = self.signature_cache.begin_recheck(model, RECHECK_S)
+        """After a request converted with `used` was refused (by `address`, or by the codec
+        before any endpoint was chosen): the model's signatures as that endpoint has them now,
+        when they differ from `used` (a new version with other inputs went live there); None
+        when they do not, or cannot be had. Another request may have fetched them already, or
+        be fetching them (then this one waits for its answer); else the endpoint is asked, at
+        most once per RECHECK_S per model and endpoint (a client sending bad requests costs at
+        most that many metadata calls)."""
+        cache = self.signature_cache
+
+        def current() -> CachedSignatures | None:
+            return cache.lookup(model) if address is None else cache.for_endpoint(model, address)
+
+        fresh = current()
+        if fresh is None or fresh is used:
+            mine, event = cache.begin_recheck(model, RECHECK_S, address)
             if mine:
                 try:
-                    current = self.signature_cache.store(
-                        model, self._fetch_metadata(model, deadline)
-                    )
+                    fresh = cache.store(model, *self._fetch_metadata(model, deadline, address))
                 except ProtocolError:  # no answer (no backend, deadline, ...): the refusal stands
                     return None
                 finally:
-                    self.signature_cache.end_recheck(model, event)
+                    cache.end_recheck(model, event, address)
             elif event is not None and event.wait(deadline.left_s()):
-                current = self.signature_cache.lookup(model)
+                fresh = current()
             else:
                 return None
-        if current is None or (
-            current.version == used.version and current.signatures == used.signatures
+        if fresh is None or (
+            fresh.version == used.version and fresh.signatures == used.signatures
         ):
             return None
-        return current
+        return fresh
 
     # -- readiness ---------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, list[dict[str, object]]]:
