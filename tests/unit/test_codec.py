@@ -90,6 +90,29 @@ def shape(tensor: tensor_pb2.TensorProto) -> list[int]:
         (b"[1e" + b"9" * 5000 + b"]",
          "JSON Parse error: Number too big to be stored in double. at offset: 1"),
         (b"[x, 1e999]", "JSON Parse error: Invalid value. at offset: 1"),
+        # rapidjson counts bytes, and a skipped byte-order mark (encodedstream.h); Python counts
+        # characters of the text after it.
+        ('{"é": 1,}'.encode(), "JSON Parse error: Missing a name for object member. at offset: 9"),
+        ('{"a": "€" 1}'.encode(),
+         "JSON Parse error: Missing a comma or '}' after an object member. at offset: 12"),
+        (b'\xef\xbb\xbf{"a": 1,}',
+         "JSON Parse error: Missing a name for object member. at offset: 11"),
+        (b"\xef\xbb\xbf", "JSON Parse error: The document is empty. at offset: 3"),
+        (b"\xef\xbb\xbf\xef\xbb\xbf{}", "JSON Parse error: Invalid value. at offset: 3"),
+        (b'\xef\xbb\xbf{"a": "x',
+         "JSON Parse error: Missing a closing quotation mark in string. at offset: 11"),
+        (b'\xef\xbb\xbf[1e999]',
+         "JSON Parse error: Number too big to be stored in double. at offset: 4"),
+        # UTF-16 and UTF-32 are read as UTF-8, as rapidjson reads them in TF Serving (Python's
+        # json would guess the encoding and parse them).
+        ('{"a": 1}'.encode("utf-16-le"),
+         "JSON Parse error: Missing a name for object member. at offset: 1"),
+        ("[1]".encode("utf-32-le"), "JSON Parse error: Invalid value. at offset: 1"),
+        ('{"instances": [1.0]}'.encode("utf-16"), "JSON Parse error: Invalid value. at offset: 0"),
+        (b'{"a": 1, \xff}', "JSON Parse error: Missing a name for object member. at offset: 9"),
+        (b'{"a": [1, 2 \xff]}',
+         "JSON Parse error: Missing a comma or ']' after an array element. at offset: 12"),
+        (b'{"a": "\xff", x}', "JSON Parse error: Invalid encoding in string. at offset: 7"),
     ],
 )
 def test_parse_json_errors(raw, message):
@@ -97,6 +120,12 @@ def test_parse_json_errors(raw, message):
         codec.parse_json(raw)
     assert err.value.message.startswith(message)
     assert err.value.status == 400
+
+
+def test_parse_json_skips_a_byte_order_mark_as_rapidjson_does():
+    # EF, BB and BF are each skipped when next (the UTF-8 MemoryStream specialization).
+    for mark in (b"\xef\xbb\xbf", b"\xef\xbb", b"\xbb\xbf", b"\xbf"):
+        assert codec.parse_json(mark + b'{"instances": [1.0]}') == {"instances": [1.0]}
 
 
 def test_numbers_near_a_doubles_limits_parse_as_in_rapidjson():

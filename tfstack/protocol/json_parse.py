@@ -6,6 +6,11 @@ an empty body is `JSON Parse error: The document is empty`. Python's json module
 mistakes under other names, so its message is translated here: a client that matches on TF
 Serving's text (`JSON Parse error: Invalid value`) sees the same text from the gateway and the
 model server.
+
+rapidjson reads the body as UTF-8 from memory (`EncodedInputStream<UTF8<>, MemoryStream>`): it
+skips a UTF-8 byte-order mark, and its offsets count bytes, the mark included. So here: the body is
+decoded as UTF-8 (not with json's guess of UTF-16 or UTF-32, which TF Serving never makes) and an
+error's offset is the byte offset in the body as sent.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ _RAPIDJSON_TEXT = {
     "Invalid control character at": ("Invalid encoding in string.", 0),
     "Invalid \\uXXXX escape": ("Incorrect hex digit after \\u escape in string.", -1),
     "Invalid \\escape": ("Invalid escape character in string.", 0),
+    "Unexpected UTF-8 BOM": ("Invalid value.", 0),  # a second mark, where a value should be
 }
 _MISSING_COMMA = {
     "{": "Missing a comma or '}' after an object member.",
@@ -50,17 +56,26 @@ def parse_json(raw: bytes) -> object:
     bounded by the interpreter's recursion limit and reported as a parse error, never a crash."""
     if not raw:
         raise CodecError("JSON Parse error: The document is empty")
-    if raw.isspace():
+    skipped = _byte_order_mark(raw)
+    body = raw[skipped:] if skipped else raw
+    if not body or body.isspace():
         raise _parse_error("The document is empty.", len(raw))
-    too_big = _first_too_big_number(raw) if _maybe_too_big(raw) else None
+    too_big = _first_too_big_number(body) if _maybe_too_big(body) else None
+    if too_big is not None:
+        too_big += skipped
     try:
-        parsed = json.loads(raw)
+        text = body.decode("utf-8")
+        parsed = json.loads(text)
     except json.JSONDecodeError as exc:
-        if too_big is not None and too_big < exc.pos:  # rapidjson stops at the number first
+        offset = _byte_offset(exc, skipped)
+        if too_big is not None and too_big < offset:  # rapidjson stops at the number first
             raise _parse_error(_TOO_BIG, too_big) from None
-        raise _translate(exc) from None
+        raise _translate(exc, offset, len(raw)) from None
     except UnicodeDecodeError as exc:
-        raise _parse_error("Invalid encoding in string.", exc.start) from None
+        bad = exc.start + skipped
+        if too_big is not None and too_big < bad:
+            raise _parse_error(_TOO_BIG, too_big) from None
+        raise _invalid_utf8(body, skipped, bad) from None
     except RecursionError:
         raise CodecError("JSON Parse error: nesting too deep") from None
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
@@ -70,6 +85,39 @@ def parse_json(raw: bytes) -> object:
     if too_big is not None:
         raise _parse_error(_TOO_BIG, too_big)
     return parsed
+
+
+def _byte_order_mark(raw: bytes) -> int:
+    """How many leading bytes rapidjson skips as a UTF-8 byte-order mark: EF, then BB, then BF,
+    each only if present (encodedstream.h, the UTF-8 MemoryStream specialization)."""
+    skipped = 0
+    for byte in (0xEF, 0xBB, 0xBF):
+        if skipped < len(raw) and raw[skipped] == byte:
+            skipped += 1
+    return skipped
+
+
+def _byte_offset(exc: json.JSONDecodeError, skipped: int, errors: str = "strict") -> int:
+    """Python's position (characters into the decoded text) as rapidjson's (bytes into the body)."""
+    if exc.doc.isascii():
+        return exc.pos + skipped
+    return len(exc.doc[: exc.pos].encode("utf-8", errors)) + skipped
+
+
+def _invalid_utf8(body: bytes, skipped: int, bad: int) -> CodecError:
+    """The error for a body that is not UTF-8 (its first bad byte at offset `bad`): where the
+    bad byte stands for a value, a name, a comma, rapidjson's error there (a UTF-16 body's first
+    byte, say: `Invalid value.`); inside a string, where TF Serving takes any bytes, a refusal of
+    our own, `Invalid encoding in string.` (docs/gateway.md, known differences)."""
+    try:
+        json.loads(body.decode("utf-8", "surrogateescape"))
+    except json.JSONDecodeError as exc:
+        offset = _byte_offset(exc, skipped, "surrogateescape")
+        if offset <= bad:
+            return _translate(exc, offset, skipped + len(body))
+    except (RecursionError, ValueError):
+        pass
+    return _parse_error("Invalid encoding in string.", bad)
 
 
 def _maybe_too_big(raw: bytes) -> bool:
@@ -103,16 +151,17 @@ def _parse_error(text: str, offset: int) -> CodecError:
     return CodecError(f"JSON Parse error: {text} at offset: {offset}")
 
 
-def _translate(exc: json.JSONDecodeError) -> CodecError:
+def _translate(exc: json.JSONDecodeError, offset: int, length: int) -> CodecError:
+    """`offset`: where Python stopped, in bytes into the body; `length`: the body's bytes."""
     if exc.msg.startswith(_UNTERMINATED):
         # rapidjson reads on to the end of the body looking for the closing quote.
-        return _parse_error("Missing a closing quotation mark in string.", len(exc.doc))
+        return _parse_error("Missing a closing quotation mark in string.", length)
     if exc.msg == "Expecting ',' delimiter":
-        return _parse_error(_MISSING_COMMA[_innermost_open(exc.doc, exc.pos)], exc.pos)
+        return _parse_error(_MISSING_COMMA[_innermost_open(exc.doc, exc.pos)], offset)
     for prefix, (text, shift) in _RAPIDJSON_TEXT.items():
         if exc.msg.startswith(prefix):
-            return _parse_error(text, exc.pos + shift)
-    return _parse_error(exc.msg, exc.pos)
+            return _parse_error(text, offset + shift)
+    return _parse_error(exc.msg, offset)
 
 
 def _innermost_open(doc: str, end: int) -> str:
