@@ -530,3 +530,19 @@ def test_both_doors_answer_generated_bodies_alike(front_doors, seed):
         got.pop("hint", None)
         assert got == want, case
     assert len(seen) > 1  # the generator reaches more than one kind of answer
+
+
+def test_bytes_that_are_not_utf8_inside_a_string_are_taken_as_tf_serving_takes_them(front_doors):
+    """rapidjson in TF Serving does not validate encodings: a Latin-1 `é` (byte E9) inside a
+    string is taken as it is (here a feature the model ignores), where Python's json refuses the
+    body; outside a string it is a syntax error at its byte."""
+    classify = (b'{"signature_name": "classify_x_to_y", '
+                b'"examples": [{"x": 20.0, "note": "caf\xe9"}]}')
+    for name, base in front_doors.items():
+        resp = requests.post(base + f"{HALF}:classify", data=classify, timeout=TIMEOUT)
+        assert (resp.status_code, resp.json()) == (200, {"results": [[["", 12.0]]]}), name
+        resp = requests.post(base + f"{HALF}:predict", data=b'{"instances": [1.0]\xe9}',
+                             timeout=TIMEOUT)
+        assert (resp.status_code, resp.json()) == (400, {
+            "error": "JSON Parse error: Missing a comma or '}' after an object member. "
+                     "at offset: 19"}), name

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from tfstack.protocol.dtypes import ValueProblem, json_type, quote
-from tfstack.protocol.json_to_tensor import decode_b64, is_b64_object
+from tfstack.protocol.json_to_tensor import decode_b64, is_b64_object, string_bytes
 from tfstack.protocol.proto import example_pb2
 
 _FEATURE_KINDS = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}
@@ -46,7 +46,7 @@ def _feature_value(name: str, value: object) -> tuple[str, object]:
     if isinstance(value, int | float):
         return "float_list", _float_feature(value)
     if isinstance(value, str):
-        return "bytes_list", value.encode("utf-8", "surrogatepass")
+        return "bytes_list", string_bytes(value)
     return "bytes_list", decode_b64(value)
 
 

@@ -64,18 +64,12 @@ def parse_json(raw: bytes) -> object:
     if too_big is not None:
         too_big += skipped
     try:
-        text = body.decode("utf-8")
-        parsed = json.loads(text)
+        parsed = json.loads(_text(body))
     except json.JSONDecodeError as exc:
         offset = _byte_offset(exc, skipped)
         if too_big is not None and too_big < offset:  # rapidjson stops at the number first
             raise _parse_error(_TOO_BIG, too_big) from None
         raise _translate(exc, offset, len(raw)) from None
-    except UnicodeDecodeError as exc:
-        bad = exc.start + skipped
-        if too_big is not None and too_big < bad:
-            raise _parse_error(_TOO_BIG, too_big) from None
-        raise _invalid_utf8(body, skipped, bad) from None
     except RecursionError:
         raise CodecError("JSON Parse error: nesting too deep") from None
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
@@ -97,27 +91,22 @@ def _byte_order_mark(raw: bytes) -> int:
     return skipped
 
 
-def _byte_offset(exc: json.JSONDecodeError, skipped: int, errors: str = "strict") -> int:
+def _byte_offset(exc: json.JSONDecodeError, skipped: int) -> int:
     """Python's position (characters into the decoded text) as rapidjson's (bytes into the body)."""
     if exc.doc.isascii():
         return exc.pos + skipped
-    return len(exc.doc[: exc.pos].encode("utf-8", errors)) + skipped
+    return len(exc.doc[: exc.pos].encode("utf-8", "surrogateescape")) + skipped
 
 
-def _invalid_utf8(body: bytes, skipped: int, bad: int) -> CodecError:
-    """The error for a body that is not UTF-8 (its first bad byte at offset `bad`): where the
-    bad byte stands for a value, a name, a comma, rapidjson's error there (a UTF-16 body's first
-    byte, say: `Invalid value.`); inside a string, where TF Serving takes any bytes, a refusal of
-    our own, `Invalid encoding in string.` (docs/gateway.md, known differences)."""
+def _text(body: bytes) -> str:
+    """The body as text. rapidjson (no kParseValidateEncodingFlag in TF Serving) takes any byte
+    inside a string as it is: a byte that is not UTF-8 is kept as U+DC80..U+DCFF
+    (`json_to_tensor.string_bytes` gives the byte back); outside a string it is a syntax error at
+    its place (a UTF-16 body's first byte: `Invalid value.`)."""
     try:
-        json.loads(body.decode("utf-8", "surrogateescape"))
-    except json.JSONDecodeError as exc:
-        offset = _byte_offset(exc, skipped, "surrogateescape")
-        if offset <= bad:
-            return _translate(exc, offset, skipped + len(body))
-    except (RecursionError, ValueError):
-        pass
-    return _parse_error("Invalid encoding in string.", bad)
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("utf-8", "surrogateescape")
 
 
 def _maybe_too_big(raw: bytes) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import re
 import struct
 from itertools import chain
@@ -135,9 +136,30 @@ def _check_kinds(leaves: list, dtype: DType) -> set[type]:
     return kinds
 
 
+def string_bytes(text: str) -> bytes:
+    """A JSON string's bytes, as TF Serving hands them to the model: UTF-8, and a byte of the
+    body that was not UTF-8 (json_parse.py keeps it as U+DC80..U+DCFF) as that byte."""
+    return text.encode("utf-8", _RAW_BYTES)
+
+
+def _raw_bytes(err: UnicodeEncodeError) -> tuple[bytes, int]:
+    """Encoding error handler: U+DC80..U+DCFF are the body's own bytes; another lone surrogate
+    (from a `\\u` escape) is encoded as it is (surrogatepass)."""
+    chunk = err.object[err.start : err.end]
+    return b"".join(
+        bytes((ord(char) - 0xDC00,)) if "\udc80" <= char <= "\udcff"
+        else char.encode("utf-8", "surrogatepass")
+        for char in chunk
+    ), err.end
+
+
+_RAW_BYTES = "tfstack-json-raw-bytes"
+codecs.register_error(_RAW_BYTES, _raw_bytes)
+
+
 def _to_bytes(value: str | dict) -> bytes:
     if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass")
+        return string_bytes(value)
     return decode_b64(value)
 
 
