@@ -18,9 +18,8 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfstack.model_repo import config as repo_config
-from tfstack.model_repo import validate
+from tfstack.model_repo import layout, validate
 
-_VERSION = re.compile(r"\d+")
 _LABEL = re.compile(r"(?P<model>[^:=]+):(?P<label>[^:=]+)=(?P<version>\d+)")
 
 
@@ -58,12 +57,9 @@ class Served:
 
 
 def version_dirs(model_dir: Path) -> dict[int, Path]:
-    """Version number -> folder, ordered by version, as TF Serving reads a base path: a folder
-    named by digits is that version, leading zeros and all (`00000123` is version 123)."""
-    found = {
-        int(d.name): d for d in model_dir.iterdir() if _VERSION.fullmatch(d.name) and d.is_dir()
-    }
-    return dict(sorted(found.items()))
+    """Version number -> folder, ordered by version, as TF Serving reads a base path
+    (`00000123` is version 123; tfstack/model_repo/layout.py)."""
+    return layout.version_folders(model_dir)
 
 
 def has_saved_model(version_dir: Path) -> bool:
@@ -79,7 +75,7 @@ def scan_models(root: Path, use: str = "--models") -> dict[str, list[int]]:
     if not root.is_dir():
         raise RepoError(f"{root}: no such folder")
     if (root / "saved_model.pb").is_file():
-        if _VERSION.fullmatch(root.name):
+        if layout.version_number(root.name) is not None:
             raise RepoError(
                 f"{root} is version {root.name} of model {root.parent.name!r}, not a folder of "
                 f"models: use {use} {root.parent.parent}"

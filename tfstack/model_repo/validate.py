@@ -31,11 +31,11 @@ from tfstack.model_repo.config import (
     parse_model_server_config,
     parse_monitoring_config,
 )
+from tfstack.model_repo.layout import version_number
 
 PLATFORM = "tensorflow"
 SERVE_TAG = "serve"
 INIT_OP_SIGNATURE = "__saved_model_init_op"  # TF2's internal init signature, not a serving one
-_INT64_MAX = 2**63 - 1
 
 
 @dataclass(order=True)
@@ -167,10 +167,10 @@ class Checker:
                 )
 
     def numeric_children(self, base: Path, line: int) -> dict[int, Path]:
-        """Version number -> directory, as TF Serving reads them (absl::SimpleAtoi on the name)."""
+        """Version number -> directory, as TF Serving reads them (layout.version_number)."""
         found: dict[int, Path] = {}
         for child in sorted(base.iterdir()):
-            version = _simple_atoi(child.name)
+            version = version_number(child.name)
             if version is None:
                 continue
             if version in found:
@@ -279,14 +279,6 @@ def check_monitoring(path: str) -> list[Problem]:
         line = _field_line(Path(path).read_text(encoding="utf-8"), "path")
         return [Problem(path, line, f"prometheus_config.path must start with '/': {metrics_path}")]
     return []
-
-
-def _simple_atoi(text: str) -> int | None:
-    match = re.fullmatch(r"\s*([+-]?\d+)\s*", text)
-    if not match:
-        return None
-    value = int(match.group(1))
-    return value if -_INT64_MAX - 1 <= value <= _INT64_MAX else None
 
 
 def _field_line(text: str, name: str) -> int:

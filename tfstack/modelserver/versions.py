@@ -1,6 +1,7 @@
 """Which versions of a model to serve: TF Serving's FileSystemStoragePathSource.
 
-A base path's children whose names are integers are its versions (`00012` is 12); the model's
+A base path's children whose names are integers are its versions (`00012` is 12;
+tfstack/model_repo/layout.py); the model's
 ServableVersionPolicy picks the aspired ones. Messages are TF Serving's log lines.
 """
 
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+
+from tfstack.model_repo.layout import version_folders
 
 log = logging.getLogger("tfstack.modelserver.versions")
 
@@ -25,14 +28,7 @@ def list_versions(config) -> dict[int, Path] | None:
             base,
         )
         return None
-    found: dict[int, Path] = {}
-    for child in base.iterdir():
-        try:
-            number = int(child.name)
-        except ValueError:
-            continue
-        if child.is_dir():
-            found[number] = child
+    found = version_folders(base)
     if not found:
         log.warning(
             "No versions of servable %s found under base path %s. Did you forget to name your "
