@@ -49,7 +49,7 @@ ADDONS_CACHE=${ADDONS_CACHE:-$TFSTACK_CACHE/addons}
 IMAGES=(
   "gateway|tfstack/gateway:$APP_VERSION|tfstack/gateway/Dockerfile|.|pyproject.toml tfstack/gateway tfstack/__init__.py tfstack/runtime tfstack/protocol|BASE_IMAGE=@BASE@ PIP_INDEX_URL=@PIP_INDEX@"
   "models|tfstack/models:$APP_VERSION|model_repo/Dockerfile|model_repo|models models.config batching_parameters.txt monitoring.config|BASE=@BASE@"
-  "tfserving-standin|tfstack.local/tfserving-standin:$TF_VERSION|tfstack/modelserver/Dockerfile|.|pyproject.toml tfstack/modelserver tfstack/model_repo/__init__.py tfstack/model_repo/config.py tfstack/model_repo/protos.py tfstack/__init__.py tfstack/runtime tfstack/protocol|BASE_IMAGE=@BASE@ PIP_INDEX_URL=@PIP_INDEX@"
+  "tfserving-standin|tfstack.local/tfserving-standin:$TF_VERSION|tfstack/modelserver/Dockerfile|.|pyproject.toml tfstack/modelserver tfstack/model_repo/__init__.py tfstack/model_repo/config.py tfstack/model_repo/layout.py tfstack/model_repo/protos.py tfstack/__init__.py tfstack/runtime tfstack/protocol|BASE_IMAGE=@BASE@ PIP_INDEX_URL=@PIP_INDEX@"
   # Cluster addons: FROM scratch, contexts filled by build-addons.sh (versions in addons/versions.sh).
   "pause|$PAUSE_IMAGE|ci/cluster/addons/pause/Dockerfile|$ADDONS_CACHE/pause-$PAUSE_VERSION|pause|"
   "coredns|$COREDNS_IMAGE|ci/cluster/addons/coredns/Dockerfile|$ADDONS_CACHE/coredns-$COREDNS_VERSION|etc coredns|"

@@ -206,10 +206,11 @@ def reachable(edges: dict[str, set[str]], starts: Iterable[str]) -> set[str]:
     return seen
 
 
-def gateway_image_files() -> set[str]:
-    """Repository paths the gateway's Dockerfile copies (directories end with '/')."""
+def image_files(package: str) -> set[str]:
+    """Repository paths the Dockerfile of `package` (the gateway, the model server) copies
+    (directories end with '/')."""
     copied = set()
-    dockerfile = (REPO / GATEWAY_PACKAGE.replace(".", "/") / "Dockerfile").read_text()
+    dockerfile = (REPO / package.replace(".", "/") / "Dockerfile").read_text()
     for line in re.sub(r"\\\n", " ", dockerfile).splitlines():
         words = shlex.split(line, comments=True)
         if words and words[0].upper() == "COPY" and not any(w.startswith("--") for w in words):
@@ -338,16 +339,34 @@ def test_gateway_never_reaches_tensorflow_or_the_model_server():
     assert not problems, "the gateway image has no TensorFlow (decision 1):\n" + "\n".join(problems)
 
 
-def test_gateway_reaches_only_project_files_its_image_copies():
-    copied = gateway_image_files()
-    assert "tfstack/gateway/" in copied and "tfstack/__init__.py" in copied
+def uncopied(package: str) -> list[str]:
+    """Project files `package` reaches that its image does not copy, each with an import chain."""
+    copied = image_files(package)
+    assert package.replace(".", "/") + "/" in copied and "tfstack/__init__.py" in copied
+    starts = sorted(m for m in GRAPH.modules if in_package(m, package))
     missing = []
-    for module in sorted(reachable(GRAPH.edges, GATEWAY)):
+    for module in sorted(reachable(GRAPH.edges, starts)):
         path = GRAPH.modules[module].relative_to(REPO).as_posix()
         if not any(path == c or (c.endswith("/") and path.startswith(c)) for c in copied):
-            missing.append(f"{path}: " + " -> ".join(chain_from_gateway(module)))
+            chains = [path_between(GRAPH.edges, s, lambda n, m=module: n == m) for s in starts]
+            chain = min((c for c in chains if c), key=len, default=[module])
+            missing.append(f"{path}: " + " -> ".join(chain))
+    return missing
+
+
+def test_gateway_reaches_only_project_files_its_image_copies():
+    missing = uncopied(GATEWAY_PACKAGE)
     assert not missing, (
         "tfstack/gateway/Dockerfile does not copy what the gateway imports:\n" + "\n".join(missing)
+    )
+
+
+def test_the_model_server_reaches_only_project_files_its_image_copies():
+    # The test cluster's TF Serving stand-in image: a module it lacks crashes every pod at start.
+    missing = uncopied(MODELSERVER_PACKAGE)
+    assert not missing, (
+        "tfstack/modelserver/Dockerfile does not copy what the model server imports:\n"
+        + "\n".join(missing)
     )
 
 
